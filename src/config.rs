@@ -1,0 +1,273 @@
+//! Every flag, its default and its `TICKCAST_*` variable, in one place (protocol §9).
+//!
+//! Parsing is clap's; a bad flag or value exits with status 2 and a message
+//! naming it. Durations are written `250ms`, `30s`, `5m` or `1h`.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "tickcast",
+    version,
+    about = "Real-time market-data ticker broadcaster over WebSocket",
+    long_about = "Real-time market-data ticker broadcaster over WebSocket.\n\n\
+        With no subcommand, tickcast serves: it reads ticks from the feed (a synthetic \
+        market by default), coalesces them to at most one update per symbol per window, \
+        and pushes them to WebSocket clients at ws://LISTEN/ws.\n\n\
+        Quick start: `tickcast` then open http://127.0.0.1:8080/ for the demo page.\n\
+        Every flag can also be set with an environment variable: --ping-interval is \
+        TICKCAST_PING_INTERVAL.",
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Print a signed token (JWT, HS256) for a user, for operators and tests.
+    Token(TokenArgs),
+}
+
+/// How a full client queue is handled (protocol §5).
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SlowConsumer {
+    /// Drop the oldest queued update; the client later gets the latest state.
+    DropOldest,
+    /// Close the connection with 4008.
+    Close,
+}
+
+/// Where ticks come from (protocol §8).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FeedSource {
+    Synthetic,
+    Tcp(SocketAddr),
+    File(PathBuf),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// The HTTP/WebSocket listener address.
+    #[arg(
+        long,
+        env = "TICKCAST_LISTEN",
+        default_value = "127.0.0.1:8080",
+        value_name = "ADDR"
+    )]
+    pub listen: SocketAddr,
+
+    /// Tick source: `synthetic`, `tcp://HOST:PORT` (tickcast listens there for NDJSON
+    /// publishers) or `file:PATH` (replay).
+    #[arg(long, env = "TICKCAST_FEED", default_value = "synthetic", value_name = "SRC", value_parser = parse_feed)]
+    pub feed: FeedSource,
+
+    /// Number of symbols of the synthetic feed.
+    #[arg(long, env = "TICKCAST_SYMBOLS", default_value_t = 500, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub symbols: u32,
+
+    /// Ticks per second of the synthetic feed.
+    #[arg(long, env = "TICKCAST_RATE", default_value_t = 5000.0, value_name = "R", value_parser = parse_rate)]
+    pub rate: f64,
+
+    /// Replay speed of a `file:` feed relative to its `ts` pace (0 = as fast as possible).
+    #[arg(long, env = "TICKCAST_REPLAY_SPEED", default_value_t = 1.0, value_name = "X", value_parser = parse_speed)]
+    pub replay_speed: f64,
+
+    /// The per-symbol coalescing window.
+    #[arg(long, env = "TICKCAST_COALESCE", default_value = "100ms", value_name = "D", value_parser = parse_duration)]
+    pub coalesce: Duration,
+
+    /// Per-connection queue entries.
+    #[arg(long, env = "TICKCAST_QUEUE", default_value_t = 256, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub queue: u32,
+
+    /// What to do when a client's queue is full.
+    #[arg(
+        long,
+        env = "TICKCAST_SLOW_CONSUMER",
+        value_enum,
+        default_value = "drop-oldest",
+        value_name = "P"
+    )]
+    pub slow_consumer: SlowConsumer,
+
+    /// Interval between server ping frames.
+    #[arg(long, env = "TICKCAST_PING_INTERVAL", default_value = "30s", value_name = "D", value_parser = parse_duration)]
+    pub ping_interval: Duration,
+
+    /// A client that sends no frame this long after a ping is dropped.
+    #[arg(long, env = "TICKCAST_PONG_TIMEOUT", default_value = "10s", value_name = "D", value_parser = parse_duration)]
+    pub pong_timeout: Duration,
+
+    /// Largest inbound message in bytes (larger: close 1009).
+    #[arg(long, env = "TICKCAST_MAX_MESSAGE", default_value_t = 4096, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(64..=16_777_216))]
+    pub max_message: u32,
+
+    /// Inbound messages per second per connection.
+    #[arg(long, env = "TICKCAST_CLIENT_RATE", default_value_t = 10.0, value_name = "R", value_parser = parse_rate)]
+    pub client_rate: f64,
+
+    /// Inbound message burst per connection.
+    #[arg(long, env = "TICKCAST_CLIENT_BURST", default_value_t = 20, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub client_burst: u32,
+
+    /// Symbols per connection.
+    #[arg(long, env = "TICKCAST_MAX_SYMBOLS", default_value_t = 1024, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_symbols: u32,
+
+    /// File holding the HS256 secret; turns authentication on.
+    #[arg(long, env = "TICKCAST_AUTH_SECRET_FILE", value_name = "PATH")]
+    pub auth_secret_file: Option<PathBuf>,
+
+    /// Allow first-message auth (`auth` as the first message) on upgrades without a token.
+    #[arg(long, env = "TICKCAST_ALLOW_AUTH_MESSAGE")]
+    pub allow_auth_message: bool,
+
+    /// How long shutdown waits for clients after sending them 1001.
+    #[arg(long, env = "TICKCAST_DRAIN_TIMEOUT", default_value = "5s", value_name = "D", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+
+    /// Time allowed for a connection to complete its HTTP request/upgrade.
+    #[arg(long, env = "TICKCAST_HANDSHAKE_TIMEOUT", default_value = "10s", value_name = "D", value_parser = parse_duration)]
+    pub handshake_timeout: Duration,
+
+    /// Time allowed for first-message auth.
+    #[arg(long, env = "TICKCAST_AUTH_TIMEOUT", default_value = "5s", value_name = "D", value_parser = parse_duration)]
+    pub auth_timeout: Duration,
+
+    /// Kernel send buffer per client socket in bytes (0: the OS default, autotuned).
+    #[arg(
+        long,
+        env = "TICKCAST_SEND_BUFFER",
+        default_value_t = 0,
+        value_name = "BYTES"
+    )]
+    pub send_buffer: u32,
+}
+
+#[derive(Args, Debug)]
+pub struct TokenArgs {
+    /// The user (`sub` claim).
+    #[arg(long)]
+    pub sub: String,
+    /// Entitlements: symbols or prefixes ending in `*`, comma-separated (default: all).
+    #[arg(long, value_delimiter = ',')]
+    pub symbols: Vec<String>,
+    /// Lifetime of the token (query-string tokens must live at most 5m).
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    pub ttl: Duration,
+    /// Token id (`jti`); a random one is used when omitted.
+    #[arg(long)]
+    pub jti: Option<String>,
+    /// File holding the HS256 secret.
+    #[arg(long, env = "TICKCAST_AUTH_SECRET_FILE", value_name = "PATH")]
+    pub auth_secret_file: Option<PathBuf>,
+}
+
+/// Parses `250ms`, `30s`, `5m`, `1h` (also `1.5s`).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .ok_or_else(|| format!("`{s}` has no unit: write e.g. 250ms, 30s, 5m"))?;
+    let (num, unit) = s.split_at(split);
+    let value: f64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration: write e.g. 250ms, 30s, 5m"))?;
+    let secs = match unit {
+        "ms" => value / 1000.0,
+        "s" => value,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        _ => {
+            return Err(format!(
+                "`{s}` has an unknown unit `{unit}`: use ms, s, m or h"
+            ))
+        }
+    };
+    if !secs.is_finite() || secs <= 0.0 || secs > 365.0 * 86400.0 {
+        return Err(format!("`{s}` is out of range: must be above zero"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+fn parse_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if r.is_finite() && r > 0.0 => Ok(r),
+        _ => Err(format!("`{s}` is not a positive number")),
+    }
+}
+
+fn parse_speed(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if r.is_finite() && r >= 0.0 => Ok(r),
+        _ => Err(format!("`{s}` is not a number ≥ 0")),
+    }
+}
+
+/// Parses `synthetic`, `tcp://HOST:PORT` or `file:PATH`.
+pub fn parse_feed(s: &str) -> Result<FeedSource, String> {
+    if s == "synthetic" {
+        Ok(FeedSource::Synthetic)
+    } else if let Some(addr) = s.strip_prefix("tcp://") {
+        use std::net::ToSocketAddrs;
+        addr.to_socket_addrs()
+            .ok()
+            .and_then(|mut a| a.next())
+            .map(FeedSource::Tcp)
+            .ok_or_else(|| format!("`{s}`: `{addr}` is not a HOST:PORT address"))
+    } else if let Some(path) = s.strip_prefix("file:") {
+        if path.is_empty() {
+            return Err("`file:` needs a path, e.g. file:ticks.ndjson".into());
+        }
+        Ok(FeedSource::File(PathBuf::from(path)))
+    } else {
+        Err(format!(
+            "`{s}` is not a feed: use synthetic, tcp://HOST:PORT or file:PATH"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("30s").unwrap(), Duration::from_secs(30));
+        assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
+        assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
+        for bad in ["", "30", "s", "10x", "0s", "-1s", "1e400s"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn feeds() {
+        assert_eq!(parse_feed("synthetic").unwrap(), FeedSource::Synthetic);
+        assert_eq!(
+            parse_feed("tcp://127.0.0.1:9000").unwrap(),
+            FeedSource::Tcp("127.0.0.1:9000".parse().unwrap())
+        );
+        assert_eq!(
+            parse_feed("file:/tmp/x").unwrap(),
+            FeedSource::File("/tmp/x".into())
+        );
+        for bad in ["tcp://nope", "file:", "udp://1.2.3.4:5", "synth"] {
+            assert!(parse_feed(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,325 @@
+//! HTTP routes (protocol §1): `/ws`, `/snapshot`, `/healthz`, `/readyz`, `/metrics`, `/`, `/client.js`.
+//!
+//! The upgrade is answered here (authentication included, so a refused
+//! connection costs no more than its handshake); once hyper hands the socket
+//! back, the raw `TcpStream` is taken out of it and given to [`crate::session`],
+//! so that no HTTP machinery stays behind for the life of a WebSocket.
+
+use crate::auth::{Authenticator, Claims, TokenError};
+use crate::clock::now_secs;
+use crate::encode::put_tick_payload;
+use crate::latest::SymbolTable;
+use crate::metrics::{self, UpgradeResult, METRICS};
+use crate::session::{self, Identity, SessionContext};
+use crate::symbol;
+use base64::Engine;
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use sha1::{Digest, Sha1};
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use tokio::net::TcpStream;
+
+const DEMO_PAGE: &str = include_str!("../web/index.html");
+const CLIENT_JS: &str = include_str!("../web/client.js");
+
+/// What the HTTP handlers share.
+pub struct AppState {
+    pub sessions: Arc<SessionContext>,
+    pub table: Arc<SymbolTable>,
+    pub auth: Arc<Authenticator>,
+    pub allow_auth_message: bool,
+    pub feed_ready: Arc<AtomicBool>,
+    pub shutting_down: AtomicBool,
+}
+
+type Reply = Response<Full<Bytes>>;
+
+fn reply(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Reply {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r
+}
+
+fn text(status: StatusCode, body: impl Into<String>) -> Reply {
+    let mut body = body.into();
+    body.push('\n');
+    reply(status, "text/plain; charset=utf-8", body)
+}
+
+/// Routes one request.
+pub async fn handle(req: Request<Incoming>, state: Arc<AppState>) -> Result<Reply, Infallible> {
+    let path = req.uri().path();
+    let known = matches!(
+        path,
+        "/ws" | "/snapshot" | "/healthz" | "/readyz" | "/metrics" | "/" | "/client.js"
+    );
+    if known && req.method() != Method::GET && req.method() != Method::HEAD {
+        let mut r = text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("{path} answers GET only"),
+        );
+        r.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return Ok(r);
+    }
+    Ok(match path {
+        "/ws" => upgrade(req, &state),
+        "/snapshot" => snapshot(&req, &state),
+        "/healthz" => text(StatusCode::OK, "ok"),
+        "/readyz" => readiness(&state),
+        "/metrics" => reply(
+            StatusCode::OK,
+            "text/plain; version=0.0.4; charset=utf-8",
+            metrics::render(),
+        ),
+        "/" => reply(StatusCode::OK, "text/html; charset=utf-8", DEMO_PAGE),
+        "/client.js" => reply(StatusCode::OK, "text/javascript; charset=utf-8", CLIENT_JS),
+        _ => text(StatusCode::NOT_FOUND, format!("no such path: {path}")),
+    })
+}
+
+fn readiness(state: &AppState) -> Reply {
+    if state.shutting_down.load(Ordering::Acquire) {
+        text(StatusCode::SERVICE_UNAVAILABLE, "shutting down")
+    } else if !state.feed_ready.load(Ordering::Acquire) {
+        text(StatusCode::SERVICE_UNAVAILABLE, "feed not running yet")
+    } else {
+        text(StatusCode::OK, "ready")
+    }
+}
+
+/// The value of one query parameter, percent-decoded.
+pub fn query_param(query: Option<&str>, name: &str) -> Option<String> {
+    query?.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (k == name).then(|| percent_decode(v))
+    })
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3])
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok());
+                match hex {
+                    Some(b) => {
+                        out.push(b);
+                        i += 3;
+                    }
+                    None => {
+                        out.push(b'%');
+                        i += 1;
+                    }
+                }
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Authenticates a request as `/ws` does. `Ok(None)`: no token and none needed.
+fn authenticate(
+    req: &Request<Incoming>,
+    state: &AppState,
+) -> Result<Option<Claims>, (StatusCode, String)> {
+    if !state.auth.enabled() {
+        return Ok(None);
+    }
+    let now = now_secs();
+    let unauthorized = |e: TokenError| (StatusCode::UNAUTHORIZED, format!("unauthorized: {e}"));
+    if let Some(value) = req.headers().get(header::AUTHORIZATION) {
+        let token = value
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or((
+                StatusCode::UNAUTHORIZED,
+                "unauthorized: Authorization must be `Bearer <token>`".to_string(),
+            ))?;
+        return state
+            .auth
+            .verify(token.trim(), now)
+            .map(Some)
+            .map_err(unauthorized);
+    }
+    if let Some(token) = query_param(req.uri().query(), "token") {
+        return state
+            .auth
+            .verify_query_token(&token, now)
+            .map(Some)
+            .map_err(unauthorized);
+    }
+    Err((
+        StatusCode::UNAUTHORIZED,
+        "unauthorized: no token (Authorization: Bearer, or ?token=)".into(),
+    ))
+}
+
+fn upgrade(mut req: Request<Incoming>, state: &AppState) -> Reply {
+    if state.shutting_down.load(Ordering::Acquire) {
+        METRICS.upgrade(UpgradeResult::Rejected);
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting down: no new connections",
+        );
+    }
+    if !fastwebsockets::upgrade::is_upgrade_request(&req) {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "/ws expects a WebSocket upgrade (Connection: Upgrade, Upgrade: websocket)",
+        );
+    }
+    if req
+        .headers()
+        .get("sec-websocket-version")
+        .map(|v| v.as_bytes())
+        != Some(b"13")
+    {
+        METRICS.upgrade(UpgradeResult::Rejected);
+        let mut r = text(
+            StatusCode::UPGRADE_REQUIRED,
+            "only WebSocket version 13 is supported",
+        );
+        r.headers_mut()
+            .insert("sec-websocket-version", HeaderValue::from_static("13"));
+        return r;
+    }
+    let Some(key) = req.headers().get("sec-websocket-key").cloned() else {
+        METRICS.upgrade(UpgradeResult::Rejected);
+        return text(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key");
+    };
+    let identity = match authenticate(&req, state) {
+        Ok(None) => Identity::Anonymous,
+        Ok(Some(claims)) => Identity::User(claims),
+        Err(_) if state.allow_auth_message && no_token_given(&req) => Identity::AwaitingAuth,
+        Err((status, message)) => {
+            METRICS.upgrade(UpgradeResult::Unauthorized);
+            return text(status, message);
+        }
+    };
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let sessions = state.sessions.clone();
+    tokio::spawn(async move {
+        let Ok(upgraded) = on_upgrade.await else {
+            return;
+        };
+        match upgraded.downcast::<TokioIo<TcpStream>>() {
+            Ok(parts) => {
+                session::run(sessions, parts.io.into_inner(), parts.read_buf, identity).await
+            }
+            Err(_) => crate::warn!("upgraded connection is not a TcpStream"),
+        }
+    });
+    METRICS.upgrade(UpgradeResult::Accepted);
+    let mut r = Response::new(Full::new(Bytes::new()));
+    *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = r.headers_mut();
+    h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    if let Ok(accept) = HeaderValue::from_str(&accept_key(key.as_bytes())) {
+        h.insert("sec-websocket-accept", accept);
+    }
+    r
+}
+
+fn no_token_given(req: &Request<Incoming>) -> bool {
+    req.headers().get(header::AUTHORIZATION).is_none()
+        && query_param(req.uri().query(), "token").is_none()
+}
+
+/// `Sec-WebSocket-Accept` for a `Sec-WebSocket-Key` (RFC 6455 §4.2.2).
+pub fn accept_key(key: &[u8]) -> String {
+    let mut sha = Sha1::new();
+    sha.update(key);
+    sha.update(b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11");
+    base64::engine::general_purpose::STANDARD.encode(sha.finalize())
+}
+
+fn snapshot(req: &Request<Incoming>, state: &AppState) -> Reply {
+    let claims = match authenticate(req, state) {
+        Ok(c) => c,
+        Err((status, message)) => return text(status, message),
+    };
+    let allowed = |s: &str| claims.as_ref().is_none_or(|c| c.allows(s));
+    let slots = match query_param(req.uri().query(), "symbols") {
+        Some(list) => {
+            let mut slots = Vec::new();
+            for s in list.split(',').filter(|s| !s.is_empty()) {
+                if !symbol::is_valid(s) {
+                    return text(StatusCode::BAD_REQUEST, format!("`{s}` is not a symbol"));
+                }
+                if !allowed(s) {
+                    return text(StatusCode::FORBIDDEN, format!("not entitled to {s}"));
+                }
+                slots.extend(state.table.get(s));
+            }
+            slots
+        }
+        None => state
+            .table
+            .all()
+            .into_iter()
+            .filter(|s| allowed(&s.name))
+            .collect(),
+    };
+    let mut body = Vec::with_capacity(64 + slots.len() * 160);
+    body.push(b'[');
+    for slot in slots {
+        let Some(latest) = slot.latest.load_full() else {
+            continue;
+        };
+        if body.len() > 1 {
+            body.push(b',');
+        }
+        put_tick_payload(&mut body, &slot.name, &latest.state, false);
+    }
+    body.push(b']');
+    reply(StatusCode::OK, "application/json", body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_key_matches_rfc_6455_example() {
+        assert_eq!(
+            accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="),
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
+    }
+
+    #[test]
+    fn query_params_are_percent_decoded() {
+        let q = Some("symbols=FX%3AEUR%2FUSD,AAPL&token=a.b.c&bad=%zz%4");
+        assert_eq!(
+            query_param(q, "symbols").as_deref(),
+            Some("FX:EUR/USD,AAPL")
+        );
+        assert_eq!(query_param(q, "token").as_deref(), Some("a.b.c"));
+        assert_eq!(query_param(q, "bad").as_deref(), Some("%zz%4"));
+        assert_eq!(query_param(q, "none"), None);
+        assert_eq!(query_param(None, "token"), None);
+    }
+}

@@ -1,0 +1,491 @@
+//! The hub: one OS thread that owns the coalescer and the subscriber registry.
+//!
+//! Everything that changes who gets what goes through this thread as a
+//! [`Command`], and every feed batch arrives here too, so the registry needs
+//! no lock: on each update the hub walks the subscriber list of that one
+//! symbol and pushes the shared, pre-encoded frame into each subscriber's
+//! lock-free outbox. Only the subscribers of a symbol are touched when it
+//! updates; a client that subscribes to nothing costs the hub nothing.
+//!
+//! Subscribing registers the client and then queues a `Subscribed` control
+//! entry; the client's writer answers it by reading each symbol's latest
+//! value. Every update released after the registration is in the client's
+//! queue after that entry, so snapshot + queue never miss an update, and the
+//! writer's per-symbol `seq` filter throws away anything older.
+
+use crate::clock::now_us;
+use crate::coalesce::{Coalescer, Outcome, Release};
+use crate::encode::TickState;
+use crate::feed::Batch;
+use crate::latest::{Latest, SymbolSlot, SymbolTable};
+use crate::metrics::{DisconnectReason, LocalHistogram, METRICS};
+use crate::protocol::{ErrorCode, RequestError};
+use crate::session::outbox::{Control, Outbox, Pushed, SubscribedSymbol};
+use crossbeam_channel::{never, Receiver, Sender};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Requests from sessions and the server to the hub.
+pub enum Command {
+    Register(Arc<Outbox>),
+    Unregister(u64),
+    /// Symbols are valid and entitled (checked by the session).
+    Subscribe {
+        client: u64,
+        id: Option<i64>,
+        symbols: Vec<String>,
+        since: Vec<(String, u64)>,
+    },
+    Unsubscribe {
+        client: u64,
+        id: Option<i64>,
+        symbols: Vec<String>,
+    },
+    /// Close every connection with this code (shutdown).
+    CloseAll {
+        code: u16,
+        reason: &'static str,
+    },
+}
+
+/// The sending side, cloned into every session.
+#[derive(Clone)]
+pub struct HubHandle {
+    commands: Sender<Command>,
+}
+
+impl HubHandle {
+    pub fn send(&self, command: Command) {
+        // Fails only once the hub has stopped, when nothing is left to tell.
+        let _ = self.commands.send(command);
+    }
+}
+
+/// Subscribers of one symbol: a dense list for fast walks, with positions for O(1) removal.
+#[derive(Default)]
+struct Subscribers {
+    list: Vec<Arc<Outbox>>,
+    position: HashMap<u64, usize>,
+}
+
+impl Subscribers {
+    fn add(&mut self, outbox: &Arc<Outbox>) {
+        self.position.insert(outbox.id, self.list.len());
+        self.list.push(outbox.clone());
+    }
+
+    fn remove(&mut self, client: u64) {
+        if let Some(i) = self.position.remove(&client) {
+            self.list.swap_remove(i);
+            if let Some(moved) = self.list.get(i) {
+                self.position.insert(moved.id, i);
+            }
+        }
+    }
+}
+
+struct SymbolEntry {
+    slot: Arc<SymbolSlot>,
+    subscribers: Subscribers,
+}
+
+struct Client {
+    outbox: Arc<Outbox>,
+    symbols: HashSet<u32>,
+}
+
+pub struct Hub {
+    coalescer: Coalescer,
+    entries: Vec<Option<SymbolEntry>>,
+    free_ids: Vec<u32>,
+    by_name: HashMap<Box<str>, u32>,
+    table: Arc<SymbolTable>,
+    clients: HashMap<u64, Client>,
+    max_symbols: usize,
+    releases: Vec<Release>,
+}
+
+/// Starts the hub thread.
+pub fn spawn(
+    window: Duration,
+    max_symbols: u32,
+    table: Arc<SymbolTable>,
+    ticks: Receiver<Batch>,
+) -> std::io::Result<HubHandle> {
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let mut hub = Hub::new(window, max_symbols, table);
+    std::thread::Builder::new()
+        .name("hub".into())
+        .spawn(move || hub.run(ticks, rx))?;
+    Ok(HubHandle { commands: tx })
+}
+
+impl Hub {
+    pub fn new(window: Duration, max_symbols: u32, table: Arc<SymbolTable>) -> Hub {
+        Hub {
+            coalescer: Coalescer::new(window),
+            entries: Vec::new(),
+            free_ids: Vec::new(),
+            by_name: HashMap::new(),
+            table,
+            clients: HashMap::new(),
+            max_symbols: max_symbols as usize,
+            releases: Vec::new(),
+        }
+    }
+
+    fn run(&mut self, ticks: Receiver<Batch>, commands: Receiver<Command>) {
+        let mut ticks = ticks;
+        loop {
+            let timeout = self
+                .coalescer
+                .next_deadline()
+                .map_or(Duration::from_secs(1), |d| {
+                    d.saturating_duration_since(Instant::now())
+                });
+            crossbeam_channel::select! {
+                recv(ticks) -> batch => match batch {
+                    Ok(batch) => {
+                        self.on_batch(&batch);
+                        // Take what else is already waiting, so a burst costs one pass.
+                        for _ in 0..16 {
+                            match ticks.try_recv() {
+                                Ok(more) => self.on_batch(&more),
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                    // The feed ended (a replay finished): keep serving clients.
+                    Err(_) => ticks = never(),
+                },
+                recv(commands) -> command => match command {
+                    Ok(command) => self.on_command(command),
+                    Err(_) => return,
+                },
+                default(timeout) => {}
+            }
+            self.release_due();
+        }
+    }
+
+    /// Coalesces one batch of feed ticks and publishes what goes out at once.
+    pub fn on_batch(&mut self, batch: &Batch) {
+        let (now, pub_us) = (Instant::now(), now_us());
+        let mut delays = LocalHistogram::default();
+        for tick in batch {
+            let id = self.intern(tick.symbol.as_str());
+            match self
+                .coalescer
+                .on_tick(id, &tick.fields, tick.ts, now, pub_us)
+            {
+                Outcome::Released(state) => {
+                    delays
+                        .observe_us(now.saturating_duration_since(tick.arrival).as_micros() as u64);
+                    self.publish(id, state);
+                }
+                Outcome::Merged { release_at } => {
+                    delays.observe_us(
+                        release_at
+                            .saturating_duration_since(tick.arrival)
+                            .as_micros() as u64,
+                    );
+                }
+            }
+        }
+        METRICS.coalesce_delay.merge(&delays);
+        METRICS.feed_ticks.add(batch.len() as u64);
+    }
+
+    /// Publishes every update whose window has closed.
+    pub fn release_due(&mut self) {
+        let mut releases = std::mem::take(&mut self.releases);
+        self.coalescer
+            .release_due(Instant::now(), now_us(), &mut releases);
+        for r in releases.drain(..) {
+            self.publish(r.id, r.state);
+        }
+        self.releases = releases;
+    }
+
+    fn publish(&mut self, id: u32, state: TickState) {
+        let Some(entry) = self.entries[id as usize].as_mut() else {
+            return;
+        };
+        let latest = Arc::new(Latest::new(id, &entry.slot.name, state));
+        if entry.slot.latest.swap(Some(latest.clone())).is_none() {
+            self.table.insert(entry.slot.clone());
+        }
+        for outbox in &entry.subscribers.list {
+            if outbox.push_tick(latest.clone()) != Pushed::Closed {
+                outbox.signal.notify();
+            }
+        }
+        METRICS.updates.inc();
+    }
+
+    /// The id of a symbol, creating its entry if new.
+    fn intern(&mut self, name: &str) -> u32 {
+        if let Some(&id) = self.by_name.get(name) {
+            return id;
+        }
+        let id = self.free_ids.pop().unwrap_or(self.entries.len() as u32);
+        let entry = SymbolEntry {
+            slot: Arc::new(SymbolSlot::new(id, name)),
+            subscribers: Subscribers::default(),
+        };
+        if id as usize == self.entries.len() {
+            self.entries.push(Some(entry));
+        } else {
+            self.entries[id as usize] = Some(entry);
+        }
+        self.by_name.insert(name.into(), id);
+        id
+    }
+
+    /// Forgets a symbol that nobody subscribes to and that never had a value
+    /// (clients may subscribe to names the feed never sends).
+    fn forget_if_unused(&mut self, id: u32) {
+        let unused = self.entries[id as usize]
+            .as_ref()
+            .is_some_and(|e| e.subscribers.list.is_empty() && e.slot.latest.load().is_none());
+        if unused {
+            if let Some(e) = self.entries[id as usize].take() {
+                self.by_name.remove(&e.slot.name);
+                self.free_ids.push(id);
+            }
+        }
+    }
+
+    pub fn on_command(&mut self, command: Command) {
+        match command {
+            Command::Register(outbox) => {
+                self.clients.insert(
+                    outbox.id,
+                    Client {
+                        outbox,
+                        symbols: HashSet::new(),
+                    },
+                );
+            }
+            Command::Unregister(client) => {
+                if let Some(c) = self.clients.remove(&client) {
+                    METRICS.subscriptions.add(-(c.symbols.len() as i64));
+                    for id in c.symbols {
+                        if let Some(e) = self.entries[id as usize].as_mut() {
+                            e.subscribers.remove(client);
+                        }
+                        self.forget_if_unused(id);
+                    }
+                }
+            }
+            Command::Subscribe {
+                client,
+                id,
+                symbols,
+                since,
+            } => self.subscribe(client, id, symbols, since),
+            Command::Unsubscribe {
+                client,
+                id,
+                symbols,
+            } => self.unsubscribe(client, id, symbols),
+            Command::CloseAll { code, reason } => {
+                for c in self.clients.values() {
+                    c.outbox.close(code, reason, DisconnectReason::Shutdown);
+                }
+            }
+        }
+    }
+
+    fn subscribe(
+        &mut self,
+        client: u64,
+        id: Option<i64>,
+        symbols: Vec<String>,
+        since: Vec<(String, u64)>,
+    ) {
+        let Some(c) = self.clients.get(&client) else {
+            return;
+        };
+        let new = symbols
+            .iter()
+            .filter(|s| {
+                self.by_name
+                    .get(s.as_str())
+                    .is_none_or(|sid| !c.symbols.contains(sid))
+            })
+            .count();
+        if c.symbols.len() + new > self.max_symbols {
+            let e = RequestError::new(
+                id,
+                ErrorCode::TooManySymbols,
+                format!(
+                    "subscribing to {new} more symbols would pass the limit of {} per connection ({} subscribed); nothing subscribed",
+                    self.max_symbols,
+                    c.symbols.len()
+                ),
+            );
+            c.outbox.push_control(Control::Frame(e.frame()));
+            return;
+        }
+        let mut subscribed = Vec::with_capacity(symbols.len());
+        for name in &symbols {
+            let sid = self.intern(name);
+            let Some(c) = self.clients.get_mut(&client) else {
+                return;
+            };
+            let entry = self.entries[sid as usize].as_mut().expect("interned above");
+            if c.symbols.insert(sid) {
+                entry.subscribers.add(&c.outbox);
+                METRICS.subscriptions.add(1);
+            }
+            let since = since.iter().find(|(s, _)| s == name).map(|(_, seq)| *seq);
+            subscribed.push(SubscribedSymbol {
+                slot: entry.slot.clone(),
+                since,
+            });
+        }
+        if let Some(c) = self.clients.get(&client) {
+            c.outbox.push_control(Control::Subscribed {
+                id,
+                symbols: subscribed,
+            });
+        }
+    }
+
+    fn unsubscribe(&mut self, client: u64, id: Option<i64>, symbols: Vec<String>) {
+        let mut removed = Vec::new();
+        for name in &symbols {
+            let Some(&sid) = self.by_name.get(name.as_str()) else {
+                continue;
+            };
+            let Some(c) = self.clients.get_mut(&client) else {
+                return;
+            };
+            if c.symbols.remove(&sid) {
+                if let Some(e) = self.entries[sid as usize].as_mut() {
+                    e.subscribers.remove(client);
+                    removed.push(e.slot.clone());
+                }
+                METRICS.subscriptions.add(-1);
+                self.forget_if_unused(sid);
+            }
+        }
+        if let Some(c) = self.clients.get(&client) {
+            c.outbox.push_control(Control::Unsubscribed {
+                id,
+                symbols: removed,
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::encode::Fields;
+    use crate::feed::Tick;
+    use crate::symbol::Symbol;
+
+    fn tick(symbol: &str, bid: f64) -> Tick {
+        Tick {
+            symbol: Symbol::new(symbol).unwrap(),
+            fields: Fields {
+                bid: Some(bid),
+                ..Fields::default()
+            },
+            ts: 1,
+            arrival: Instant::now(),
+        }
+    }
+
+    fn hub() -> (Hub, Arc<SymbolTable>) {
+        let table = Arc::new(SymbolTable::default());
+        (Hub::new(Duration::from_secs(60), 3, table.clone()), table)
+    }
+
+    fn client(hub: &mut Hub, id: u64) -> Arc<Outbox> {
+        let o = Arc::new(Outbox::new(id, 16, false));
+        hub.on_command(Command::Register(o.clone()));
+        o
+    }
+
+    fn subscribe(hub: &mut Hub, client: u64, symbols: &[&str]) {
+        hub.on_command(Command::Subscribe {
+            client,
+            id: Some(1),
+            symbols: symbols.iter().map(|s| s.to_string()).collect(),
+            since: vec![],
+        });
+    }
+
+    #[test]
+    fn updates_reach_only_the_subscribers_of_their_symbol() {
+        let (mut hub, table) = hub();
+        let a = client(&mut hub, 1);
+        let b = client(&mut hub, 2);
+        subscribe(&mut hub, 1, &["AAPL"]);
+        subscribe(&mut hub, 2, &["MSFT"]);
+        hub.on_batch(&vec![tick("AAPL", 1.0)]);
+        assert_eq!(a.pop_tick().map(|t| t.seq()), Some(1));
+        assert!(
+            b.pop_tick().is_none(),
+            "MSFT's subscriber is not touched by AAPL"
+        );
+        assert_eq!(
+            table
+                .get("AAPL")
+                .unwrap()
+                .latest
+                .load()
+                .as_ref()
+                .unwrap()
+                .seq(),
+            1
+        );
+        assert!(table.get("MSFT").is_none(), "no value yet");
+    }
+
+    #[test]
+    fn too_many_symbols_subscribes_nothing() {
+        let (mut hub, _) = hub();
+        let a = client(&mut hub, 1);
+        subscribe(&mut hub, 1, &["A", "B"]);
+        subscribe(&mut hub, 1, &["B", "C", "D"]);
+        let control = a.take_control();
+        assert!(matches!(control[0], Control::Subscribed { .. }));
+        let Control::Frame(f) = &control[1] else {
+            panic!("expected an error frame")
+        };
+        assert!(String::from_utf8_lossy(f).contains("too_many_symbols"));
+        // Re-subscribing to held symbols does not count against the limit.
+        subscribe(&mut hub, 1, &["A", "B", "C"]);
+        assert!(matches!(a.take_control()[0], Control::Subscribed { .. }));
+        assert_eq!(hub.clients[&1].symbols.len(), 3);
+    }
+
+    #[test]
+    fn unsubscribe_and_unregister_stop_delivery_and_forget_unused_names() {
+        let (mut hub, _) = hub();
+        let a = client(&mut hub, 1);
+        subscribe(&mut hub, 1, &["AAPL", "NEVER"]);
+        hub.on_command(Command::Unsubscribe {
+            client: 1,
+            id: None,
+            symbols: vec!["AAPL".into(), "ZZZ".into()],
+        });
+        hub.on_batch(&vec![tick("AAPL", 1.0)]);
+        assert!(a.pop_tick().is_none());
+        assert!(hub.by_name.contains_key("NEVER"));
+        hub.on_command(Command::Unregister(1));
+        assert!(
+            !hub.by_name.contains_key("NEVER"),
+            "a name with no value and no subscriber is forgotten"
+        );
+        assert!(
+            hub.by_name.contains_key("AAPL"),
+            "a symbol with a value stays"
+        );
+    }
+}

@@ -1,0 +1,99 @@
+//! The latest value of every symbol, readable without locks by any thread.
+//!
+//! The hub thread writes a symbol's [`Latest`] once per update; writers read
+//! it to send snapshots and to re-send what a slow client's queue dropped, and
+//! `/snapshot` reads it to answer HTTP. A [`SymbolSlot`] is shared by `Arc`
+//! between the hub, the subscribers' writers and the [`SymbolTable`].
+
+use crate::encode::{self, TickState};
+use arc_swap::ArcSwapOption;
+use bytes::Bytes;
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock, RwLock};
+
+/// One released update, encoded once.
+pub struct Latest {
+    /// The symbol's id (see [`SymbolSlot::id`]).
+    pub id: u32,
+    pub state: TickState,
+    /// The complete WebSocket frame of the live `tick` message.
+    pub frame: Bytes,
+    snapshot_frame: OnceLock<Bytes>,
+}
+
+impl Latest {
+    pub fn new(id: u32, symbol: &str, state: TickState) -> Latest {
+        Latest {
+            id,
+            frame: encode::tick_frame(symbol, &state, false),
+            state,
+            snapshot_frame: OnceLock::new(),
+        }
+    }
+
+    pub fn seq(&self) -> u64 {
+        self.state.seq
+    }
+
+    /// The same tick with `"snapshot":true`, encoded on first use.
+    pub fn snapshot_frame(&self, symbol: &str) -> Bytes {
+        self.snapshot_frame
+            .get_or_init(|| encode::tick_frame(symbol, &self.state, true))
+            .clone()
+    }
+}
+
+/// A symbol known to this node, with its latest value if it has one.
+pub struct SymbolSlot {
+    /// Index in the hub's tables.
+    pub id: u32,
+    pub name: Box<str>,
+    pub latest: ArcSwapOption<Latest>,
+}
+
+impl SymbolSlot {
+    pub fn new(id: u32, name: &str) -> SymbolSlot {
+        SymbolSlot {
+            id,
+            name: name.into(),
+            latest: ArcSwapOption::empty(),
+        }
+    }
+}
+
+/// Symbols that have a value, by name, for `/snapshot` and the symbol universe.
+///
+/// Written by the hub only when a symbol gets its first value; read by HTTP
+/// handlers. Not on the per-update path.
+#[derive(Default)]
+pub struct SymbolTable {
+    by_name: RwLock<HashMap<Box<str>, Arc<SymbolSlot>>>,
+}
+
+impl SymbolTable {
+    pub fn insert(&self, slot: Arc<SymbolSlot>) {
+        let mut map = self.by_name.write().unwrap_or_else(|e| e.into_inner());
+        map.insert(slot.name.clone(), slot);
+    }
+
+    pub fn get(&self, name: &str) -> Option<Arc<SymbolSlot>> {
+        let map = self.by_name.read().unwrap_or_else(|e| e.into_inner());
+        map.get(name).cloned()
+    }
+
+    /// Every symbol with a value, sorted by name.
+    pub fn all(&self) -> Vec<Arc<SymbolSlot>> {
+        let map = self.by_name.read().unwrap_or_else(|e| e.into_inner());
+        let mut v: Vec<_> = map.values().cloned().collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_name.read().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}

@@ -1,0 +1,510 @@
+//! Every metric of protocol §10, defined once, and their Prometheus text exposition.
+//!
+//! Metrics are plain atomics in one static so that the hot path pays one
+//! relaxed add and nothing else: no registry, no labels looked up at run time
+//! (each label value is its own counter). Process metrics are read from
+//! `/proc/self` when `/metrics` is scraped.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+
+/// A monotonically increasing count.
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    pub const fn new() -> Counter {
+        Counter(AtomicU64::new(0))
+    }
+    pub fn inc(&self) {
+        self.0.fetch_add(1, Relaxed);
+    }
+    pub fn add(&self, n: u64) {
+        if n > 0 {
+            self.0.fetch_add(n, Relaxed);
+        }
+    }
+    pub fn get(&self) -> u64 {
+        self.0.load(Relaxed)
+    }
+}
+
+impl Default for Counter {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A value that goes up and down.
+pub struct Gauge(AtomicI64);
+
+impl Gauge {
+    pub const fn new() -> Gauge {
+        Gauge(AtomicI64::new(0))
+    }
+    pub fn add(&self, n: i64) {
+        self.0.fetch_add(n, Relaxed);
+    }
+    pub fn get(&self) -> i64 {
+        self.0.load(Relaxed)
+    }
+}
+
+impl Default for Gauge {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Upper bounds (seconds) of the latency histograms' buckets: 50 µs to 10 s.
+pub const LATENCY_BUCKETS: [f64; 18] = [
+    0.00005,
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    f64::INFINITY,
+];
+
+/// A Prometheus histogram over [`LATENCY_BUCKETS`], observed in microseconds.
+pub struct Histogram {
+    buckets: [AtomicU64; LATENCY_BUCKETS.len()],
+    sum_us: AtomicU64,
+}
+
+/// Per-batch accumulation of histogram observations, added to a [`Histogram`] at once
+/// so that a writer touching shared cache lines does so once per batch, not per message.
+#[derive(Default)]
+pub struct LocalHistogram {
+    buckets: [u64; LATENCY_BUCKETS.len()],
+    sum_us: u64,
+}
+
+fn bucket_index(us: u64) -> usize {
+    let secs = us as f64 / 1e6;
+    LATENCY_BUCKETS
+        .iter()
+        .position(|&le| secs <= le)
+        .unwrap_or(LATENCY_BUCKETS.len() - 1)
+}
+
+impl LocalHistogram {
+    pub fn observe_us(&mut self, us: u64) {
+        self.buckets[bucket_index(us)] += 1;
+        self.sum_us += us;
+    }
+}
+
+impl Histogram {
+    pub const fn new() -> Histogram {
+        Histogram {
+            buckets: [const { AtomicU64::new(0) }; LATENCY_BUCKETS.len()],
+            sum_us: AtomicU64::new(0),
+        }
+    }
+
+    pub fn observe_us(&self, us: u64) {
+        self.buckets[bucket_index(us)].fetch_add(1, Relaxed);
+        self.sum_us.fetch_add(us, Relaxed);
+    }
+
+    pub fn merge(&self, local: &LocalHistogram) {
+        for (b, &n) in self.buckets.iter().zip(local.buckets.iter()) {
+            if n > 0 {
+                b.fetch_add(n, Relaxed);
+            }
+        }
+        self.sum_us.fetch_add(local.sum_us, Relaxed);
+    }
+
+    pub fn count(&self) -> u64 {
+        self.buckets.iter().map(|b| b.load(Relaxed)).sum()
+    }
+}
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Why a WebSocket connection ended (`tickcast_disconnects_total{reason}`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum DisconnectReason {
+    Client = 0,
+    Heartbeat,
+    SlowConsumer,
+    RateLimit,
+    Protocol,
+    Auth,
+    Shutdown,
+}
+
+impl DisconnectReason {
+    pub const ALL: [DisconnectReason; 7] = [
+        DisconnectReason::Client,
+        DisconnectReason::Heartbeat,
+        DisconnectReason::SlowConsumer,
+        DisconnectReason::RateLimit,
+        DisconnectReason::Protocol,
+        DisconnectReason::Auth,
+        DisconnectReason::Shutdown,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            DisconnectReason::Client => "client",
+            DisconnectReason::Heartbeat => "heartbeat",
+            DisconnectReason::SlowConsumer => "slow_consumer",
+            DisconnectReason::RateLimit => "rate_limit",
+            DisconnectReason::Protocol => "protocol",
+            DisconnectReason::Auth => "auth",
+            DisconnectReason::Shutdown => "shutdown",
+        }
+    }
+
+    pub fn from_u8(v: u8) -> Option<DisconnectReason> {
+        Self::ALL.get(v as usize).copied()
+    }
+}
+
+/// Why a feed line was rejected (`tickcast_feed_rejected_total{reason}`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RejectReason {
+    NotJson = 0,
+    NotObject,
+    NoSymbol,
+    InvalidSymbol,
+    WrongType,
+    TooLong,
+}
+
+impl RejectReason {
+    pub const ALL: [RejectReason; 6] = [
+        RejectReason::NotJson,
+        RejectReason::NotObject,
+        RejectReason::NoSymbol,
+        RejectReason::InvalidSymbol,
+        RejectReason::WrongType,
+        RejectReason::TooLong,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            RejectReason::NotJson => "not_json",
+            RejectReason::NotObject => "not_object",
+            RejectReason::NoSymbol => "no_symbol",
+            RejectReason::InvalidSymbol => "invalid_symbol",
+            RejectReason::WrongType => "wrong_type",
+            RejectReason::TooLong => "too_long",
+        }
+    }
+}
+
+/// Outcome of an upgrade attempt (`tickcast_connections_total{result}`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UpgradeResult {
+    Accepted = 0,
+    Unauthorized,
+    Rejected,
+}
+
+/// All of tickcast's own metrics.
+pub struct Metrics {
+    pub connections: Gauge,
+    pub connections_total: [Counter; 3],
+    pub subscriptions: Gauge,
+    pub feed_ticks: Counter,
+    pub feed_rejected: [Counter; RejectReason::ALL.len()],
+    pub updates: Counter,
+    pub messages_sent: Counter,
+    pub dropped: Counter,
+    pub disconnects: [Counter; DisconnectReason::ALL.len()],
+    pub fanout_latency: Histogram,
+    pub coalesce_delay: Histogram,
+}
+
+/// The process-wide metrics.
+pub static METRICS: Metrics = Metrics {
+    connections: Gauge::new(),
+    connections_total: [const { Counter::new() }; 3],
+    subscriptions: Gauge::new(),
+    feed_ticks: Counter::new(),
+    feed_rejected: [const { Counter::new() }; RejectReason::ALL.len()],
+    updates: Counter::new(),
+    messages_sent: Counter::new(),
+    dropped: Counter::new(),
+    disconnects: [const { Counter::new() }; DisconnectReason::ALL.len()],
+    fanout_latency: Histogram::new(),
+    coalesce_delay: Histogram::new(),
+};
+
+impl Metrics {
+    pub fn upgrade(&self, result: UpgradeResult) {
+        self.connections_total[result as usize].inc();
+    }
+    pub fn rejected(&self, reason: RejectReason) {
+        self.feed_rejected[reason as usize].inc();
+    }
+    pub fn disconnect(&self, reason: DisconnectReason) {
+        self.disconnects[reason as usize].inc();
+    }
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+fn histogram(out: &mut String, name: &str, help: &str, h: &Histogram) {
+    header(out, name, "histogram", help);
+    let mut cumulative = 0;
+    for (le, b) in LATENCY_BUCKETS.iter().zip(h.buckets.iter()) {
+        cumulative += b.load(Relaxed);
+        if le.is_infinite() {
+            let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
+        } else {
+            let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {cumulative}");
+        }
+    }
+    let sum = h.sum_us.load(Relaxed) as f64 / 1e6;
+    let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {cumulative}");
+}
+
+/// The whole `/metrics` page.
+pub fn render() -> String {
+    let m = &METRICS;
+    let mut out = String::with_capacity(8192);
+    header(
+        &mut out,
+        "tickcast_connections",
+        "gauge",
+        "Open WebSocket connections.",
+    );
+    let _ = writeln!(out, "tickcast_connections {}", m.connections.get());
+    header(
+        &mut out,
+        "tickcast_connections_total",
+        "counter",
+        "WebSocket upgrade attempts by result.",
+    );
+    for (label, c) in ["accepted", "unauthorized", "rejected"]
+        .iter()
+        .zip(&m.connections_total)
+    {
+        let _ = writeln!(
+            out,
+            "tickcast_connections_total{{result=\"{label}\"}} {}",
+            c.get()
+        );
+    }
+    header(
+        &mut out,
+        "tickcast_subscriptions",
+        "gauge",
+        "Subscribed (connection, symbol) pairs.",
+    );
+    let _ = writeln!(out, "tickcast_subscriptions {}", m.subscriptions.get());
+    header(
+        &mut out,
+        "tickcast_feed_ticks_total",
+        "counter",
+        "Ticks accepted from the feed.",
+    );
+    let _ = writeln!(out, "tickcast_feed_ticks_total {}", m.feed_ticks.get());
+    header(
+        &mut out,
+        "tickcast_feed_rejected_total",
+        "counter",
+        "Feed lines rejected, by reason.",
+    );
+    for (r, c) in RejectReason::ALL.iter().zip(&m.feed_rejected) {
+        let _ = writeln!(
+            out,
+            "tickcast_feed_rejected_total{{reason=\"{}\"}} {}",
+            r.label(),
+            c.get()
+        );
+    }
+    header(
+        &mut out,
+        "tickcast_updates_total",
+        "counter",
+        "Updates released by the coalescer.",
+    );
+    let _ = writeln!(out, "tickcast_updates_total {}", m.updates.get());
+    header(
+        &mut out,
+        "tickcast_messages_sent_total",
+        "counter",
+        "Tick messages written to clients.",
+    );
+    let _ = writeln!(
+        out,
+        "tickcast_messages_sent_total {}",
+        m.messages_sent.get()
+    );
+    header(
+        &mut out,
+        "tickcast_dropped_total",
+        "counter",
+        "Queue entries dropped on overflow.",
+    );
+    let _ = writeln!(out, "tickcast_dropped_total {}", m.dropped.get());
+    header(
+        &mut out,
+        "tickcast_disconnects_total",
+        "counter",
+        "WebSocket disconnects by reason.",
+    );
+    for (r, c) in DisconnectReason::ALL.iter().zip(&m.disconnects) {
+        let _ = writeln!(
+            out,
+            "tickcast_disconnects_total{{reason=\"{}\"}} {}",
+            r.label(),
+            c.get()
+        );
+    }
+    histogram(
+        &mut out,
+        "tickcast_fanout_latency_seconds",
+        "From an update's release by the coalescer to its write to a client's socket.",
+        &m.fanout_latency,
+    );
+    histogram(
+        &mut out,
+        "tickcast_coalesce_delay_seconds",
+        "From a tick's arrival to the release of the update that carries it.",
+        &m.coalesce_delay,
+    );
+    process_metrics(&mut out);
+    out
+}
+
+/// `process_*` metrics as the Prometheus client libraries define them.
+fn process_metrics(out: &mut String) {
+    // SAFETY: sysconf and getrlimit only read process-wide values.
+    let (ticks_per_sec, page_size) = unsafe {
+        (
+            libc::sysconf(libc::_SC_CLK_TCK) as f64,
+            libc::sysconf(libc::_SC_PAGESIZE) as f64,
+        )
+    };
+    if let Ok(stat) = std::fs::read_to_string("/proc/self/stat") {
+        // Fields after the command name (which may hold spaces) start at ") ".
+        let fields: Vec<&str> = stat
+            .rsplit_once(") ")
+            .map(|(_, rest)| rest.split(' ').collect())
+            .unwrap_or_default();
+        let field = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        // Indices relative to field 3 (state): utime=14, stime=15, starttime=22, vsize=23, rss=24.
+        let cpu = (field(11) + field(12)) / ticks_per_sec;
+        header(
+            out,
+            "process_cpu_seconds_total",
+            "counter",
+            "Total user and system CPU time spent in seconds.",
+        );
+        let _ = writeln!(out, "process_cpu_seconds_total {cpu}");
+        header(
+            out,
+            "process_resident_memory_bytes",
+            "gauge",
+            "Resident memory size in bytes.",
+        );
+        let _ = writeln!(
+            out,
+            "process_resident_memory_bytes {}",
+            field(21) * page_size
+        );
+        header(
+            out,
+            "process_virtual_memory_bytes",
+            "gauge",
+            "Virtual memory size in bytes.",
+        );
+        let _ = writeln!(out, "process_virtual_memory_bytes {}", field(20));
+        if let Some(boot) = boot_time() {
+            header(
+                out,
+                "process_start_time_seconds",
+                "gauge",
+                "Start time of the process since unix epoch in seconds.",
+            );
+            let _ = writeln!(
+                out,
+                "process_start_time_seconds {}",
+                boot + field(19) / ticks_per_sec
+            );
+        }
+    }
+    if let Ok(dir) = std::fs::read_dir("/proc/self/fd") {
+        header(
+            out,
+            "process_open_fds",
+            "gauge",
+            "Number of open file descriptors.",
+        );
+        let _ = writeln!(out, "process_open_fds {}", dir.count());
+    }
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we pass.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 {
+        header(
+            out,
+            "process_max_fds",
+            "gauge",
+            "Maximum number of open file descriptors.",
+        );
+        let _ = writeln!(out, "process_max_fds {}", limit.rlim_cur);
+    }
+}
+
+fn boot_time() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    stat.lines()
+        .find_map(|l| l.strip_prefix("btime "))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_are_cumulative_and_counted() {
+        let h = Histogram::new();
+        h.observe_us(10);
+        h.observe_us(700);
+        let mut local = LocalHistogram::default();
+        local.observe_us(20_000_000);
+        h.merge(&local);
+        assert_eq!(h.count(), 3);
+        let mut out = String::new();
+        histogram(&mut out, "x", "help", &h);
+        assert!(out.contains("x_bucket{le=\"0.00005\"} 1\n"), "{out}");
+        assert!(out.contains("x_bucket{le=\"0.001\"} 2\n"), "{out}");
+        assert!(out.contains("x_bucket{le=\"10\"} 2\n"), "{out}");
+        assert!(out.contains("x_bucket{le=\"+Inf\"} 3\n"), "{out}");
+        assert!(out.contains("x_count 3\n"), "{out}");
+    }
+}

@@ -1,0 +1,380 @@
+//! Protocol v1 messages (protocol §3, §4): client messages in, server messages out.
+//!
+//! Client messages are rate-limited to a few per second, so they are parsed
+//! into a `serde_json::Value` first: that costs nothing that matters and
+//! lets every error say exactly which field is wrong. Server replies are
+//! built the same way; only the `tick` message, which is on the hot path,
+//! is written by hand (see [`crate::encode`]).
+
+use crate::encode::text_frame;
+use bytes::Bytes;
+use serde_json::{json, Map, Value};
+
+/// `error` codes (protocol §4).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorCode {
+    BadRequest,
+    UnknownType,
+    InvalidSymbol,
+    Forbidden,
+    TooManySymbols,
+    Unauthorized,
+    RateLimited,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::UnknownType => "unknown_type",
+            ErrorCode::InvalidSymbol => "invalid_symbol",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::TooManySymbols => "too_many_symbols",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::RateLimited => "rate_limited",
+        }
+    }
+}
+
+/// Close codes (protocol §7).
+pub mod close {
+    pub const NORMAL: u16 = 1000;
+    pub const GOING_AWAY: u16 = 1001;
+    pub const PROTOCOL_ERROR: u16 = 1002;
+    pub const UNSUPPORTED_DATA: u16 = 1003;
+    pub const INVALID_PAYLOAD: u16 = 1007;
+    pub const POLICY_VIOLATION: u16 = 1008;
+    pub const TOO_BIG: u16 = 1009;
+    pub const SLOW_CONSUMER: u16 = 4008;
+    pub const UNAUTHORIZED: u16 = 4401;
+    pub const RATE_LIMITED: u16 = 4429;
+}
+
+/// A client message that parsed.
+#[derive(Debug, PartialEq)]
+pub enum ClientMessage {
+    Subscribe {
+        id: Option<i64>,
+        symbols: Vec<String>,
+        since: Vec<(String, u64)>,
+    },
+    Unsubscribe {
+        id: Option<i64>,
+        symbols: Vec<String>,
+    },
+    Ping {
+        id: Option<i64>,
+    },
+    Auth {
+        id: Option<i64>,
+        token: String,
+    },
+}
+
+impl ClientMessage {
+    pub fn id(&self) -> Option<i64> {
+        match self {
+            ClientMessage::Subscribe { id, .. }
+            | ClientMessage::Unsubscribe { id, .. }
+            | ClientMessage::Ping { id }
+            | ClientMessage::Auth { id, .. } => *id,
+        }
+    }
+}
+
+/// A request the server answers with `error`.
+#[derive(Debug, PartialEq)]
+pub struct RequestError {
+    pub id: Option<i64>,
+    pub code: ErrorCode,
+    pub symbol: Option<String>,
+    pub message: String,
+}
+
+impl RequestError {
+    pub fn new(id: Option<i64>, code: ErrorCode, message: impl Into<String>) -> RequestError {
+        RequestError {
+            id,
+            code,
+            symbol: None,
+            message: message.into(),
+        }
+    }
+
+    pub fn for_symbol(
+        id: Option<i64>,
+        code: ErrorCode,
+        symbol: &str,
+        message: impl Into<String>,
+    ) -> RequestError {
+        RequestError {
+            id,
+            code,
+            symbol: Some(symbol.to_string()),
+            message: message.into(),
+        }
+    }
+
+    /// The `error` message frame.
+    pub fn frame(&self) -> Bytes {
+        let mut payload = Map::new();
+        payload.insert("code".into(), self.code.as_str().into());
+        if let Some(s) = &self.symbol {
+            payload.insert("symbol".into(), s.clone().into());
+        }
+        payload.insert("message".into(), self.message.clone().into());
+        message("error", self.id, Value::Object(payload))
+    }
+}
+
+fn bad(id: Option<i64>, message: impl Into<String>) -> RequestError {
+    RequestError::new(id, ErrorCode::BadRequest, message)
+}
+
+fn string_list(
+    payload: &Map<String, Value>,
+    id: Option<i64>,
+    kind: &str,
+) -> Result<Vec<String>, RequestError> {
+    let list = payload
+        .get("symbols")
+        .and_then(Value::as_array)
+        .ok_or_else(|| {
+            bad(
+                id,
+                format!("{kind} needs payload.symbols, an array of strings"),
+            )
+        })?;
+    if list.is_empty() {
+        return Err(bad(id, format!("{kind}: payload.symbols is empty")));
+    }
+    list.iter()
+        .map(|v| v.as_str().map(str::to_string))
+        .collect::<Option<Vec<_>>>()
+        .ok_or_else(|| {
+            bad(
+                id,
+                format!("{kind}: payload.symbols must hold only strings"),
+            )
+        })
+}
+
+/// Parses one text message.
+pub fn parse_client_message(text: &str) -> Result<ClientMessage, RequestError> {
+    let value: Value =
+        serde_json::from_str(text).map_err(|e| bad(None, format!("not JSON: {e}")))?;
+    let Value::Object(obj) = value else {
+        return Err(bad(None, "a message must be a JSON object"));
+    };
+    let id = match obj.get("id") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(
+            v.as_i64()
+                .ok_or_else(|| bad(None, "id must be an integer"))?,
+        ),
+    };
+    let kind = match obj.get("type") {
+        Some(Value::String(s)) => s.as_str(),
+        Some(_) => return Err(bad(id, "type must be a string")),
+        None => return Err(bad(id, "missing field type")),
+    };
+    let empty = Map::new();
+    let payload = match obj.get("payload") {
+        None | Some(Value::Null) => &empty,
+        Some(Value::Object(p)) => p,
+        Some(_) => return Err(bad(id, "payload must be an object")),
+    };
+    match kind {
+        "subscribe" => {
+            let symbols = string_list(payload, id, "subscribe")?;
+            let since = match payload.get("since") {
+                None | Some(Value::Null) => Vec::new(),
+                Some(Value::Object(m)) => m
+                    .iter()
+                    .map(|(k, v)| v.as_u64().map(|seq| (k.clone(), seq)))
+                    .collect::<Option<Vec<_>>>()
+                    .ok_or_else(|| {
+                        bad(
+                            id,
+                            "payload.since maps symbols to seq numbers (integers ≥ 0)",
+                        )
+                    })?,
+                Some(_) => return Err(bad(id, "payload.since must be an object")),
+            };
+            Ok(ClientMessage::Subscribe { id, symbols, since })
+        }
+        "unsubscribe" => Ok(ClientMessage::Unsubscribe {
+            id,
+            symbols: string_list(payload, id, "unsubscribe")?,
+        }),
+        "ping" => Ok(ClientMessage::Ping { id }),
+        "auth" => match payload.get("token") {
+            Some(Value::String(t)) => Ok(ClientMessage::Auth {
+                id,
+                token: t.clone(),
+            }),
+            _ => Err(bad(id, "auth needs payload.token, a string")),
+        },
+        other => Err(RequestError::new(
+            id,
+            ErrorCode::UnknownType,
+            format!("unknown message type `{other}`"),
+        )),
+    }
+}
+
+/// A server message frame: `{"type":…,"id":…,"payload":…}`.
+pub fn message(kind: &str, id: Option<i64>, payload: Value) -> Bytes {
+    let mut obj = Map::new();
+    obj.insert("type".into(), kind.into());
+    if let Some(id) = id {
+        obj.insert("id".into(), id.into());
+    }
+    obj.insert("payload".into(), payload);
+    text_frame(&serde_json::to_vec(&Value::Object(obj)).unwrap_or_default())
+}
+
+pub fn welcome(session: &str, heartbeat_ms: u64, max_symbols: u32) -> Bytes {
+    message(
+        "welcome",
+        None,
+        json!({"session": session, "server": concat!("tickcast/", env!("CARGO_PKG_VERSION")),
+               "heartbeat_ms": heartbeat_ms, "max_symbols": max_symbols}),
+    )
+}
+
+pub fn subscribed(id: Option<i64>, symbols: &[&str], unknown: &[&str]) -> Bytes {
+    message(
+        "subscribed",
+        id,
+        json!({"symbols": symbols, "unknown": unknown}),
+    )
+}
+
+pub fn unsubscribed(id: Option<i64>, symbols: &[&str]) -> Bytes {
+    message("unsubscribed", id, json!({"symbols": symbols}))
+}
+
+pub fn pong(id: Option<i64>, ts: u64) -> Bytes {
+    message("pong", id, json!({"ts": ts}))
+}
+
+/// Reply to a successful token refresh (`auth` on an authenticated connection).
+pub fn authenticated(id: Option<i64>, sub: &str, exp: u64) -> Bytes {
+    message("authenticated", id, json!({"sub": sub, "exp": exp}))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn code(text: &str) -> (Option<i64>, ErrorCode) {
+        let e = parse_client_message(text).unwrap_err();
+        (e.id, e.code)
+    }
+
+    #[test]
+    fn the_four_client_messages() {
+        assert_eq!(
+            parse_client_message(
+                r#"{"type":"subscribe","id":1,"payload":{"symbols":["AAPL","MSFT"],"since":{"AAPL":1041}}}"#
+            ),
+            Ok(ClientMessage::Subscribe {
+                id: Some(1),
+                symbols: vec!["AAPL".into(), "MSFT".into()],
+                since: vec![("AAPL".into(), 1041)]
+            })
+        );
+        assert_eq!(
+            parse_client_message(r#"{"type":"unsubscribe","id":2,"payload":{"symbols":["MSFT"]}}"#),
+            Ok(ClientMessage::Unsubscribe {
+                id: Some(2),
+                symbols: vec!["MSFT".into()]
+            })
+        );
+        assert_eq!(
+            parse_client_message(r#"{"type":"ping","id":3}"#),
+            Ok(ClientMessage::Ping { id: Some(3) })
+        );
+        assert_eq!(
+            parse_client_message(r#"{"type":"ping"}"#),
+            Ok(ClientMessage::Ping { id: None })
+        );
+        assert_eq!(
+            parse_client_message(r#"{"type":"auth","id":4,"payload":{"token":"t"}}"#),
+            Ok(ClientMessage::Auth {
+                id: Some(4),
+                token: "t".into()
+            })
+        );
+    }
+
+    #[test]
+    fn bad_requests_echo_the_id_when_it_is_readable() {
+        assert_eq!(code("nope"), (None, ErrorCode::BadRequest));
+        assert_eq!(code("[1]"), (None, ErrorCode::BadRequest));
+        assert_eq!(
+            code(r#"{"id":"x","type":"ping"}"#),
+            (None, ErrorCode::BadRequest)
+        );
+        assert_eq!(
+            code(r#"{"id":1.5,"type":"ping"}"#),
+            (None, ErrorCode::BadRequest)
+        );
+        assert_eq!(code(r#"{"id":5}"#), (Some(5), ErrorCode::BadRequest));
+        assert_eq!(
+            code(r#"{"id":5,"type":7}"#),
+            (Some(5), ErrorCode::BadRequest)
+        );
+        assert_eq!(
+            code(r#"{"id":6,"type":"subscribe"}"#),
+            (Some(6), ErrorCode::BadRequest)
+        );
+        assert_eq!(
+            code(r#"{"id":6,"type":"subscribe","payload":{"symbols":[]}}"#),
+            (Some(6), ErrorCode::BadRequest)
+        );
+        assert_eq!(
+            code(r#"{"id":6,"type":"subscribe","payload":{"symbols":[1]}}"#),
+            (Some(6), ErrorCode::BadRequest)
+        );
+        assert_eq!(
+            code(r#"{"id":6,"type":"subscribe","payload":{"symbols":["A"],"since":{"A":-1}}}"#),
+            (Some(6), ErrorCode::BadRequest)
+        );
+        assert_eq!(
+            code(r#"{"id":6,"type":"subscribe","payload":"AAPL"}"#),
+            (Some(6), ErrorCode::BadRequest)
+        );
+        assert_eq!(
+            code(r#"{"id":7,"type":"auth","payload":{}}"#),
+            (Some(7), ErrorCode::BadRequest)
+        );
+        assert_eq!(
+            code(r#"{"id":8,"type":"quote"}"#),
+            (Some(8), ErrorCode::UnknownType)
+        );
+    }
+
+    #[test]
+    fn replies_have_the_spec_shape() {
+        let f = RequestError::for_symbol(
+            Some(1),
+            ErrorCode::Forbidden,
+            "TSLA",
+            "not entitled to TSLA",
+        )
+        .frame();
+        let v: Value = serde_json::from_slice(&f[2..]).unwrap();
+        assert_eq!(
+            v,
+            json!({"type":"error","id":1,"payload":{"code":"forbidden","symbol":"TSLA","message":"not entitled to TSLA"}})
+        );
+        let f = subscribed(Some(1), &["AAPL", "MSFT"], &["MSFT"]);
+        let v: Value = serde_json::from_slice(&f[2..]).unwrap();
+        assert_eq!(
+            v,
+            json!({"type":"subscribed","id":1,"payload":{"symbols":["AAPL","MSFT"],"unknown":["MSFT"]}})
+        );
+    }
+}

@@ -1,0 +1,175 @@
+//! Wiring and lifecycle: builds the pipeline, accepts connections, shuts down gracefully.
+//!
+//! Shutdown (SIGTERM or SIGINT): `/readyz` turns 503 and `/ws` refuses new
+//! upgrades at once (the listener stays open, so load balancers and
+//! Prometheus can still see that), every client gets close 1001, and the
+//! process exits 0 once they are gone or `--drain-timeout` has passed.
+
+use crate::auth::Authenticator;
+use crate::config::{ServeArgs, SlowConsumer};
+use crate::http::{self, AppState};
+use crate::hub::{self, Command};
+use crate::latest::SymbolTable;
+use crate::metrics::METRICS;
+use crate::protocol::close;
+use crate::session::{Limits, SessionContext};
+use crate::{feed, info, warn};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::{TcpListener, TcpStream};
+
+/// A failure to start, with the exit status it deserves.
+#[derive(Debug)]
+pub struct StartError {
+    pub status: u8,
+    pub message: String,
+}
+
+impl StartError {
+    fn usage(message: String) -> StartError {
+        StartError { status: 2, message }
+    }
+}
+
+/// Runs the server until a shutdown signal has been handled.
+pub async fn serve(args: ServeArgs) -> Result<(), StartError> {
+    let secret =
+        crate::auth::load_secret(args.auth_secret_file.as_deref()).map_err(StartError::usage)?;
+    if secret.is_none() {
+        warn!("authentication is OFF: anyone who can reach this port may subscribe (set --auth-secret-file or TICKCAST_AUTH_SECRET)");
+        if args.allow_auth_message {
+            warn!("--allow-auth-message has no effect while authentication is off");
+        }
+    }
+    let auth = Arc::new(Authenticator::new(secret));
+    let table = Arc::new(SymbolTable::default());
+    let (ticks_tx, ticks_rx) = crossbeam_channel::bounded(feed::CHANNEL_BATCHES);
+    let hub =
+        hub::spawn(args.coalesce, args.max_symbols, table.clone(), ticks_rx).map_err(|e| {
+            StartError {
+                status: 1,
+                message: format!("cannot start the hub thread: {e}"),
+            }
+        })?;
+
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| StartError {
+            status: 1,
+            message: format!("--listen {}: cannot listen: {e}", args.listen),
+        })?;
+    let local = listener.local_addr().map_err(|e| StartError {
+        status: 1,
+        message: e.to_string(),
+    })?;
+
+    let feed_ready = Arc::new(AtomicBool::new(false));
+    let described = feed::start(&args, ticks_tx, feed_ready.clone()).map_err(StartError::usage)?;
+    info!("{described}");
+
+    let limits = Limits {
+        ping_interval: args.ping_interval,
+        pong_timeout: args.pong_timeout,
+        max_message: args.max_message as usize,
+        client_rate: args.client_rate,
+        client_burst: args.client_burst,
+        max_symbols: args.max_symbols,
+        queue: args.queue,
+        close_on_overflow: args.slow_consumer == SlowConsumer::Close,
+        auth_timeout: args.auth_timeout,
+        close_grace: args.drain_timeout,
+    };
+    let state = Arc::new(AppState {
+        sessions: Arc::new(SessionContext::new(limits, hub.clone(), auth.clone())),
+        table,
+        auth,
+        allow_auth_message: args.allow_auth_message,
+        feed_ready,
+        shutting_down: AtomicBool::new(false),
+    });
+    info!("listening on http://{local} (WebSocket: ws://{local}/ws)");
+
+    let accept = tokio::spawn(accept_loop(
+        listener,
+        state.clone(),
+        args.handshake_timeout,
+        args.send_buffer,
+    ));
+    shutdown_signal().await;
+    info!(
+        "shutting down: closing {} connections (up to {:?})",
+        METRICS.connections.get(),
+        args.drain_timeout
+    );
+    state.shutting_down.store(true, Ordering::Release);
+    hub.send(Command::CloseAll {
+        code: close::GOING_AWAY,
+        reason: "server shutting down",
+    });
+    let deadline = Instant::now() + args.drain_timeout;
+    while METRICS.connections.get() > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    accept.abort();
+    info!("stopped ({} connections left)", METRICS.connections.get());
+    Ok(())
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    handshake_timeout: Duration,
+    send_buffer: u32,
+) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _peer)) => {
+                let state = state.clone();
+                tokio::spawn(serve_connection(
+                    stream,
+                    state,
+                    handshake_timeout,
+                    send_buffer,
+                ));
+            }
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                warn!("accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn serve_connection(
+    stream: TcpStream,
+    state: Arc<AppState>,
+    handshake_timeout: Duration,
+    send_buffer: u32,
+) {
+    let _ = stream.set_nodelay(true);
+    if send_buffer > 0 {
+        let _ = socket2::SockRef::from(&stream).set_send_buffer_size(send_buffer as usize);
+    }
+    let service = service_fn(move |req| http::handle(req, state.clone()));
+    let connection = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(handshake_timeout)
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
+    let _ = connection.await;
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

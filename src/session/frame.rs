@@ -1,0 +1,313 @@
+//! Decoding client WebSocket frames (RFC 6455) without a per-connection buffer.
+//!
+//! fastwebsockets gives every connection an 8 KiB read buffer for its whole
+//! life; at tens of thousands of mostly idle connections that alone is more
+//! than our memory target per connection. Here the reader reads into a
+//! per-thread scratch buffer and this decoder keeps bytes only while a frame
+//! is incomplete, so an idle connection holds no buffer at all.
+//! Unmasking is fastwebsockets' SIMD `unmask`.
+//!
+//! Limits are checked on the header, before any payload is kept: a frame or
+//! fragmented message over `max_message` is refused at once (1009).
+
+/// A complete frame or message, borrowed from the decoder or the input.
+#[derive(Debug, PartialEq)]
+pub enum Frame<'a> {
+    /// A whole text message (fragments joined); not yet checked for UTF-8.
+    Text(&'a [u8]),
+    Ping(&'a [u8]),
+    Pong,
+    /// A close frame and its status code, if it had one.
+    Close(Option<u16>),
+}
+
+/// Why the connection must be closed, with the close code that says so.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameError {
+    /// 1009: a message over the limit.
+    TooBig,
+    /// 1003: a binary message.
+    Binary,
+    /// 1002: a framing rule was broken.
+    Protocol(&'static str),
+}
+
+/// Whether the caller wants more frames from this input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    Continue,
+    Stop,
+}
+
+pub struct FrameDecoder {
+    max_message: usize,
+    /// Bytes of an incomplete frame (empty, unallocated, most of the time).
+    partial: Vec<u8>,
+    /// Payload of a fragmented text message so far.
+    message: Vec<u8>,
+    in_message: bool,
+}
+
+impl FrameDecoder {
+    pub fn new(max_message: usize) -> FrameDecoder {
+        FrameDecoder {
+            max_message,
+            partial: Vec::new(),
+            message: Vec::new(),
+            in_message: false,
+        }
+    }
+
+    /// Decodes `data` (which it may unmask in place), calling `on_frame` for
+    /// every complete frame until it returns [`Flow::Stop`].
+    pub fn feed(
+        &mut self,
+        data: &mut [u8],
+        on_frame: &mut dyn FnMut(Frame<'_>) -> Flow,
+    ) -> Result<Flow, FrameError> {
+        if self.partial.is_empty() {
+            let (used, flow) = self.decode(data, on_frame)?;
+            if flow == Flow::Continue && used < data.len() {
+                self.partial.extend_from_slice(&data[used..]);
+            }
+            Ok(flow)
+        } else {
+            let mut buf = std::mem::take(&mut self.partial);
+            buf.extend_from_slice(data);
+            let (used, flow) = self.decode(&mut buf, on_frame)?;
+            if flow == Flow::Continue && used < buf.len() {
+                buf.drain(..used);
+                self.partial = buf;
+            }
+            Ok(flow)
+        }
+    }
+
+    fn decode(
+        &mut self,
+        buf: &mut [u8],
+        on_frame: &mut dyn FnMut(Frame<'_>) -> Flow,
+    ) -> Result<(usize, Flow), FrameError> {
+        let mut pos = 0;
+        loop {
+            let b = &mut buf[pos..];
+            if b.len() < 2 {
+                return Ok((pos, Flow::Continue));
+            }
+            let fin = b[0] & 0x80 != 0;
+            let opcode = b[0] & 0x0f;
+            if b[0] & 0x70 != 0 {
+                return Err(FrameError::Protocol("reserved bits set"));
+            }
+            if b[1] & 0x80 == 0 {
+                return Err(FrameError::Protocol("client frames must be masked"));
+            }
+            let (len, header) = match b[1] & 0x7f {
+                126 if b.len() >= 4 => (u16::from_be_bytes([b[2], b[3]]) as u64, 4),
+                127 if b.len() >= 10 => (
+                    u64::from_be_bytes(b[2..10].try_into().unwrap_or_default()),
+                    10,
+                ),
+                126 | 127 => return Ok((pos, Flow::Continue)),
+                n => (n as u64, 2),
+            };
+            match opcode {
+                0x8..=0xA if !fin || len > 125 => {
+                    return Err(FrameError::Protocol(
+                        "control frames must be whole and at most 125 bytes",
+                    ))
+                }
+                0x2 => return Err(FrameError::Binary),
+                0x0 if !self.in_message => {
+                    return Err(FrameError::Protocol("continuation without a message"))
+                }
+                0x1 if self.in_message => {
+                    return Err(FrameError::Protocol("new message inside a fragmented one"))
+                }
+                0x0 | 0x1 => {
+                    if self.message.len() as u64 + len > self.max_message as u64 {
+                        return Err(FrameError::TooBig);
+                    }
+                }
+                0x8..=0xA => {}
+                _ => return Err(FrameError::Protocol("unknown opcode")),
+            }
+            let len = len as usize;
+            let total = header + 4 + len;
+            if b.len() < total {
+                return Ok((pos, Flow::Continue));
+            }
+            let mask = [b[header], b[header + 1], b[header + 2], b[header + 3]];
+            let payload = &mut b[header + 4..total];
+            fastwebsockets::unmask(payload, mask);
+            pos += total;
+            let flow = match opcode {
+                0x1 if fin => on_frame(Frame::Text(payload)),
+                0x1 => {
+                    self.message.extend_from_slice(payload);
+                    self.in_message = true;
+                    Flow::Continue
+                }
+                0x0 => {
+                    self.message.extend_from_slice(payload);
+                    if fin {
+                        self.in_message = false;
+                        let message = std::mem::take(&mut self.message);
+                        on_frame(Frame::Text(&message))
+                    } else {
+                        Flow::Continue
+                    }
+                }
+                0x8 => on_frame(Frame::Close(
+                    (len >= 2).then(|| u16::from_be_bytes([payload[0], payload[1]])),
+                )),
+                0x9 => on_frame(Frame::Ping(payload)),
+                _ => on_frame(Frame::Pong),
+            };
+            if flow == Flow::Stop {
+                return Ok((pos, Flow::Stop));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A masked client frame.
+    fn frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
+        let mask = [1u8, 2, 3, 4];
+        let mut f = vec![(if fin { 0x80 } else { 0 }) | opcode];
+        match payload.len() {
+            n if n < 126 => f.push(0x80 | n as u8),
+            n if n <= 65535 => {
+                f.push(0x80 | 126);
+                f.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                f.push(0x80 | 127);
+                f.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        f.extend_from_slice(&mask);
+        f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        f
+    }
+
+    fn decode_all(d: &mut FrameDecoder, chunks: &[Vec<u8>]) -> Result<Vec<String>, FrameError> {
+        let mut out = Vec::new();
+        for c in chunks {
+            let mut c = c.clone();
+            d.feed(&mut c, &mut |f| {
+                out.push(match f {
+                    Frame::Text(t) => format!("text:{}", String::from_utf8_lossy(t)),
+                    Frame::Ping(p) => format!("ping:{}", String::from_utf8_lossy(p)),
+                    Frame::Pong => "pong".into(),
+                    Frame::Close(c) => format!("close:{c:?}"),
+                });
+                Flow::Continue
+            })?;
+        }
+        Ok(out)
+    }
+
+    #[test]
+    fn whole_frames_in_one_read() {
+        let mut d = FrameDecoder::new(4096);
+        let mut all = frame(true, 1, b"hello");
+        all.extend(frame(true, 9, b"p"));
+        all.extend(frame(true, 8, &1000u16.to_be_bytes()));
+        assert_eq!(
+            decode_all(&mut d, &[all]).unwrap(),
+            vec!["text:hello", "ping:p", "close:Some(1000)"]
+        );
+        assert!(d.partial.capacity() == 0, "nothing kept between reads");
+    }
+
+    #[test]
+    fn frames_split_at_every_byte_are_reassembled() {
+        let bytes = frame(true, 1, &[b'x'; 300]);
+        let mut d = FrameDecoder::new(4096);
+        let chunks: Vec<Vec<u8>> = bytes.iter().map(|b| vec![*b]).collect();
+        assert_eq!(
+            decode_all(&mut d, &chunks).unwrap(),
+            vec![format!("text:{}", "x".repeat(300))]
+        );
+        assert!(d.partial.is_empty());
+    }
+
+    #[test]
+    fn fragments_join_and_control_frames_may_interleave() {
+        let mut d = FrameDecoder::new(4096);
+        let chunks = vec![
+            frame(false, 1, b"ab"),
+            frame(true, 9, b""),
+            frame(false, 0, b"cd"),
+            frame(true, 0, b"e"),
+        ];
+        assert_eq!(
+            decode_all(&mut d, &chunks).unwrap(),
+            vec!["ping:", "text:abcde"]
+        );
+    }
+
+    #[test]
+    fn size_limit_counts_whole_messages_before_buffering() {
+        let mut d = FrameDecoder::new(10);
+        assert_eq!(
+            decode_all(&mut d, &[frame(true, 1, &[b'a'; 10])])
+                .unwrap()
+                .len(),
+            1
+        );
+        // The header alone is enough to refuse: no payload was sent.
+        let header_only = frame(true, 1, &[b'a'; 70000])[..14].to_vec();
+        assert_eq!(decode_all(&mut d, &[header_only]), Err(FrameError::TooBig));
+        let mut d = FrameDecoder::new(10);
+        assert_eq!(
+            decode_all(
+                &mut d,
+                &[frame(false, 1, &[b'a'; 6]), frame(true, 0, &[b'a'; 5])]
+            ),
+            Err(FrameError::TooBig)
+        );
+    }
+
+    #[test]
+    fn rule_breaking_frames_are_refused() {
+        let mut unmasked = frame(true, 1, b"x");
+        unmasked[1] &= 0x7f;
+        let cases = [
+            (frame(true, 2, b"bin"), FrameError::Binary),
+            (frame(false, 2, b"bin"), FrameError::Binary),
+            (
+                unmasked,
+                FrameError::Protocol("client frames must be masked"),
+            ),
+            (
+                frame(true, 0, b"x"),
+                FrameError::Protocol("continuation without a message"),
+            ),
+            (
+                frame(false, 9, b""),
+                FrameError::Protocol("control frames must be whole and at most 125 bytes"),
+            ),
+            (
+                frame(true, 9, &[0; 126]),
+                FrameError::Protocol("control frames must be whole and at most 125 bytes"),
+            ),
+            (frame(true, 3, b""), FrameError::Protocol("unknown opcode")),
+            (
+                frame(true, 0x41, b""),
+                FrameError::Protocol("reserved bits set"),
+            ),
+        ];
+        for (bytes, expected) in cases {
+            assert_eq!(
+                decode_all(&mut FrameDecoder::new(4096), &[bytes]),
+                Err(expected)
+            );
+        }
+    }
+}

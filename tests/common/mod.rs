@@ -1,0 +1,504 @@
+//! Shared test harness: the real `tickcast` binary on free loopback ports,
+//! a tungstenite client for ordinary traffic, a raw WebSocket client for
+//! everything a polite client would never do, and small HTTP helpers.
+#![allow(dead_code)]
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::{client::IntoClientRequest, Message};
+
+/// How long any single wait in a test may take before the test fails.
+pub const WAIT: Duration = Duration::from_secs(15);
+
+pub struct Server {
+    child: Child,
+    pub addr: SocketAddr,
+    pub feed_addr: Option<SocketAddr>,
+    log: mpsc::Receiver<String>,
+    pub log_lines: Vec<String>,
+}
+
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_tickcast")
+}
+
+impl Server {
+    /// Starts tickcast on 127.0.0.1:0 with these extra flags and waits until it listens.
+    pub fn start(flags: &[&str]) -> Server {
+        Self::start_with_env(flags, &[])
+    }
+
+    pub fn start_with_env(flags: &[&str], env: &[(&str, &str)]) -> Server {
+        let mut cmd = Command::new(binary());
+        cmd.args(["--listen", "127.0.0.1:0"])
+            .args(flags)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("start tickcast");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut server = Server {
+            child,
+            addr: "0.0.0.0:0".parse().unwrap(),
+            feed_addr: None,
+            log: rx,
+            log_lines: vec![],
+        };
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let line = server
+                .log
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .unwrap_or_else(|_| panic!("tickcast did not start; log: {:?}", server.log_lines));
+            if let Some(rest) = line.split("feed listening on tcp://").nth(1) {
+                server.feed_addr = Some(rest.trim().parse().unwrap());
+            }
+            let listening = line
+                .split("listening on http://")
+                .nth(1)
+                .map(|r| r.split(' ').next().unwrap().to_string());
+            server.log_lines.push(line);
+            if let Some(addr) = listening {
+                server.addr = addr.parse().unwrap();
+                return server;
+            }
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: sends a signal to the child this test started.
+        unsafe { libc::kill(self.pid(), sig) };
+    }
+
+    /// Waits for the process to exit and returns its status code.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<i32> {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// Log lines so far.
+    pub fn log(&mut self) -> &[String] {
+        while let Ok(l) = self.log.try_recv() {
+            self.log_lines.push(l);
+        }
+        &self.log_lines
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("ws://{}{}", self.addr, path)
+    }
+
+    pub async fn ws(&self) -> Client {
+        Client::connect(&self.url("/ws")).await
+    }
+
+    /// Connects and reads the welcome.
+    pub async fn ws_welcomed(&self) -> Client {
+        let mut c = self.ws().await;
+        c.expect_type("welcome").await;
+        c
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, String) {
+        http_get(self.addr, path, &[]).await
+    }
+
+    pub async fn metric(&self, series: &str) -> f64 {
+        metric_value(&self.get("/metrics").await.1, series)
+    }
+
+    /// Waits until a metric satisfies `pred` (the server is another process: polling is the way to see it).
+    pub async fn wait_metric(&self, series: &str, pred: impl Fn(f64) -> bool) -> f64 {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let v = self.metric(series).await;
+            if pred(v) {
+                return v;
+            }
+            assert!(Instant::now() < deadline, "{series} stuck at {v}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub async fn snapshot(&self, symbols: &str) -> Vec<Value> {
+        let (status, body) = self.get(&format!("/snapshot?symbols={symbols}")).await;
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str::<Value>(&body)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+
+    pub fn publisher(&self) -> Publisher {
+        Publisher::connect(
+            self.feed_addr
+                .expect("server started with --feed tcp://127.0.0.1:0"),
+        )
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn metric_value(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(series)
+                .and_then(|rest| rest.strip_prefix(' '))
+        })
+        .unwrap_or_else(|| panic!("no series {series} in /metrics"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// A plain HTTP/1.1 GET; returns status and body.
+pub async fn http_get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let mut req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    tokio::time::timeout(WAIT, s.read_to_end(&mut raw))
+        .await
+        .expect("HTTP response in time")
+        .unwrap();
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// A well-behaved client (tokio-tungstenite).
+pub struct Client {
+    pub ws: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>,
+}
+
+impl Client {
+    pub async fn connect(url: &str) -> Client {
+        Self::try_connect(url.into_client_request().unwrap())
+            .await
+            .expect("upgrade accepted")
+    }
+
+    pub async fn try_connect(
+        req: tokio_tungstenite::tungstenite::handshake::client::Request,
+    ) -> Result<Client, tokio_tungstenite::tungstenite::Error> {
+        let (ws, _) = tokio_tungstenite::connect_async(req).await?;
+        Ok(Client { ws })
+    }
+
+    pub async fn send(&mut self, v: Value) {
+        self.ws.send(Message::Text(v.to_string())).await.unwrap();
+    }
+
+    pub async fn send_text(&mut self, t: &str) {
+        self.ws.send(Message::Text(t.to_string())).await.unwrap();
+    }
+
+    /// The next protocol message (pings are answered by tungstenite).
+    pub async fn next(&mut self) -> Value {
+        self.try_next(WAIT).await.expect("a message in time")
+    }
+
+    pub async fn try_next(&mut self, within: Duration) -> Option<Value> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let msg = tokio::time::timeout_at(deadline, self.ws.next())
+                .await
+                .ok()??;
+            match msg.expect("websocket error") {
+                Message::Text(t) => return Some(serde_json::from_str(&t).unwrap()),
+                Message::Close(c) => panic!("closed unexpectedly: {c:?}"),
+                _ => continue,
+            }
+        }
+    }
+
+    pub async fn expect_type(&mut self, kind: &str) -> Value {
+        let m = self.next().await;
+        assert_eq!(m["type"], kind, "expected {kind}, got {m}");
+        m
+    }
+
+    /// Reads until a message of this type (skipping ticks and others).
+    pub async fn until_type(&mut self, kind: &str) -> Value {
+        loop {
+            let m = self.next().await;
+            if m["type"] == kind {
+                return m;
+            }
+        }
+    }
+
+    /// Reads until the server closes; returns the close code.
+    pub async fn close_code(&mut self) -> u16 {
+        loop {
+            let msg = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("close in time");
+            match msg {
+                Some(Ok(Message::Close(Some(frame)))) => return frame.code.into(),
+                Some(Ok(Message::Close(None))) => return 1005,
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => panic!("connection ended without a close frame: {e}"),
+                None => panic!("connection ended without a close frame"),
+            }
+        }
+    }
+
+    pub async fn subscribe(&mut self, id: i64, symbols: &[&str]) -> Value {
+        self.send(serde_json::json!({"type":"subscribe","id":id,"payload":{"symbols":symbols}}))
+            .await;
+        self.until_type("subscribed").await
+    }
+}
+
+/// A WebSocket client that does exactly what it is told, frame by frame.
+pub struct RawWs {
+    pub stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+pub struct RawFrame {
+    pub opcode: u8,
+    pub payload: Vec<u8>,
+}
+
+impl RawFrame {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.payload).unwrap()
+    }
+    pub fn close_code(&self) -> u16 {
+        assert_eq!(self.opcode, 8, "not a close frame");
+        u16::from_be_bytes([self.payload[0], self.payload[1]])
+    }
+}
+
+impl RawWs {
+    /// Handshakes on an already connected stream.
+    pub async fn handshake(
+        mut stream: TcpStream,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<RawWs, (u16, String)> {
+        let mut req = format!(
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+             Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        );
+        for (k, v) in headers {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        req.push_str("\r\n");
+        stream.write_all(req.as_bytes()).await.unwrap();
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        let end = loop {
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            let n = tokio::time::timeout(WAIT, stream.read(&mut chunk))
+                .await
+                .expect("handshake reply")
+                .unwrap();
+            assert!(n > 0, "closed during handshake");
+            buf.extend_from_slice(&chunk[..n]);
+        };
+        let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+        let status: u16 = head.split(' ').nth(1).unwrap().parse().unwrap();
+        if status != 101 {
+            return Err((status, String::from_utf8_lossy(&buf[end..]).into_owned()));
+        }
+        assert!(
+            head.contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
+            "wrong accept key: {head}"
+        );
+        Ok(RawWs {
+            stream,
+            buf: buf[end..].to_vec(),
+        })
+    }
+
+    pub async fn connect(addr: SocketAddr) -> RawWs {
+        Self::handshake(TcpStream::connect(addr).await.unwrap(), "/ws", &[])
+            .await
+            .expect("upgrade")
+    }
+
+    /// Sends one frame, masked unless `unmasked`.
+    pub async fn send_frame(&mut self, fin: bool, opcode: u8, payload: &[u8]) {
+        self.stream
+            .write_all(&client_frame(fin, opcode, payload))
+            .await
+            .unwrap();
+    }
+
+    pub async fn send_text(&mut self, text: &str) {
+        self.send_frame(true, 1, text.as_bytes()).await;
+    }
+
+    /// The next frame of any kind; `None` at EOF or reset.
+    pub async fn read_frame(&mut self) -> Option<RawFrame> {
+        self.read_frame_within(WAIT)
+            .await
+            .expect("a frame or EOF in time")
+    }
+
+    /// `Err(())` on timeout.
+    pub async fn read_frame_within(&mut self, within: Duration) -> Result<Option<RawFrame>, ()> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            if self.buf.len() >= 2 {
+                let len7 = (self.buf[1] & 0x7f) as usize;
+                let (len, hdr) = match len7 {
+                    126 if self.buf.len() >= 4 => {
+                        (u16::from_be_bytes([self.buf[2], self.buf[3]]) as usize, 4)
+                    }
+                    127 if self.buf.len() >= 10 => (
+                        u64::from_be_bytes(self.buf[2..10].try_into().unwrap()) as usize,
+                        10,
+                    ),
+                    126 | 127 => (usize::MAX, 0),
+                    n => (n, 2),
+                };
+                if len != usize::MAX && self.buf.len() >= hdr + len {
+                    let opcode = self.buf[0] & 0x0f;
+                    let payload = self.buf[hdr..hdr + len].to_vec();
+                    self.buf.drain(..hdr + len);
+                    return Ok(Some(RawFrame { opcode, payload }));
+                }
+            }
+            let mut chunk = [0u8; 65536];
+            match tokio::time::timeout_at(deadline, self.stream.read(&mut chunk)).await {
+                Err(_) => return Err(()),
+                Ok(Ok(0)) | Ok(Err(_)) => return Ok(None),
+                Ok(Ok(n)) => self.buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
+
+    /// The next text message as JSON, skipping control frames.
+    pub async fn next_json(&mut self) -> Value {
+        loop {
+            let f = self.read_frame().await.expect("connection open");
+            match f.opcode {
+                1 => return f.json(),
+                8 => panic!("closed: {}", f.close_code()),
+                _ => continue,
+            }
+        }
+    }
+
+    /// Reads until a close frame; returns its code. Fails on EOF without one.
+    pub async fn close_code(&mut self) -> u16 {
+        loop {
+            let f = self.read_frame().await.expect("a close frame before EOF");
+            if f.opcode == 8 {
+                return f.close_code();
+            }
+        }
+    }
+
+    /// Reads until EOF; returns the close code seen on the way, if any.
+    pub async fn until_eof(&mut self) -> Option<u16> {
+        let mut code = None;
+        while let Some(f) = self.read_frame().await {
+            if f.opcode == 8 {
+                code = Some(f.close_code());
+            }
+        }
+        code
+    }
+}
+
+/// A masked client frame.
+pub fn client_frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let mask = [0x12u8, 0x34, 0x56, 0x78];
+    let mut f = vec![(if fin { 0x80 } else { 0 }) | opcode];
+    match payload.len() {
+        n if n < 126 => f.push(0x80 | n as u8),
+        n if n <= 65535 => {
+            f.push(0x80 | 126);
+            f.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            f.push(0x80 | 127);
+            f.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    f.extend_from_slice(&mask);
+    f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    f
+}
+
+/// A feed publisher writing NDJSON lines to `--feed tcp://`.
+pub struct Publisher {
+    pub stream: std::net::TcpStream,
+}
+
+impl Publisher {
+    pub fn connect(addr: SocketAddr) -> Publisher {
+        Publisher {
+            stream: std::net::TcpStream::connect(addr).unwrap(),
+        }
+    }
+
+    pub fn line(&mut self, line: &str) {
+        self.stream.write_all(line.as_bytes()).unwrap();
+        self.stream.write_all(b"\n").unwrap();
+    }
+
+    pub fn tick(&mut self, v: Value) {
+        self.line(&v.to_string());
+    }
+}
+
+/// Realtime microseconds, as the server stamps `ts` and `pub`.
+pub fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as u64
+}
