@@ -1,12 +1,14 @@
 //! `--feed file:PATH`: replays a file of NDJSON ticks at the pace of their `ts`.
 //!
 //! The gap between two lines' `ts` is waited out, divided by `--replay-speed`
-//! (0: as fast as the hub takes them). Lines keep their own `ts`; lines
-//! without one get the time they are replayed.
+//! (0: as fast as the hub takes them). Lines keep their own `ts`; a line
+//! without one goes out right after the line before it, stamped with the
+//! time it is replayed. Bad lines are counted and skipped, as on TCP.
 
-use super::tcp::accept_line;
-use super::{Batch, MAX_BATCH};
+use super::parse::parse_line;
+use super::{Batch, Tick, MAX_BATCH};
 use crate::clock::now_us;
+use crate::metrics::METRICS;
 use crossbeam_channel::Sender;
 use std::io::{BufRead, BufReader, Read};
 use std::time::{Duration, Instant};
@@ -20,7 +22,7 @@ pub fn run(file: impl Read, name: &str, speed: f64, tx: Sender<Batch>) {
     let mut lines = 0u64;
     loop {
         line.clear();
-        // Lines over the limit are read whole here and rejected by `accept_line`.
+        // Lines over the limit are read whole here and rejected by `parse_line`.
         match reader.read_until(b'\n', &mut line) {
             Ok(0) => break,
             Ok(_) => lines += 1,
@@ -30,26 +32,36 @@ pub fn run(file: impl Read, name: &str, speed: f64, tx: Sender<Batch>) {
             }
         }
         let content = line.strip_suffix(b"\n").unwrap_or(&line);
-        let before = batch.len();
-        accept_line(content, now_us(), Instant::now(), &mut batch);
-        let Some(tick) = batch.get(before).copied() else {
+        let content = content.strip_suffix(b"\r").unwrap_or(content);
+        if content.iter().all(|b| b.is_ascii_whitespace()) {
             continue;
+        }
+        let parsed = match parse_line(content) {
+            Ok(p) => p,
+            Err(reason) => {
+                METRICS.rejected(reason);
+                continue;
+            }
         };
-        if speed > 0.0 && tick.ts > 0 {
-            let base = *first_ts.get_or_insert(tick.ts);
-            let due =
-                start + Duration::from_secs_f64(tick.ts.saturating_sub(base) as f64 / 1e6 / speed);
+        if let (Some(ts), true) = (parsed.ts, speed > 0.0) {
+            let base = *first_ts.get_or_insert(ts);
+            let due = start + Duration::from_secs_f64(ts.saturating_sub(base) as f64 / 1e6 / speed);
             let now = Instant::now();
             if due > now {
-                // Send what is due now, then wait for this tick's time.
-                let pending: Batch = batch.drain(..before).collect();
-                if !pending.is_empty() && tx.send(pending).is_err() {
+                // Hand over what is due now, then wait for this line's time.
+                if !batch.is_empty() && tx.send(std::mem::take(&mut batch)).is_err() {
                     return;
                 }
                 std::thread::sleep(due - now);
-                batch[0].arrival = Instant::now();
             }
         }
+        let ts = parsed.ts.unwrap_or_else(now_us);
+        batch.push(Tick {
+            symbol: parsed.symbol,
+            fields: parsed.fields,
+            ts,
+            arrival: Instant::now(),
+        });
         if batch.len() >= MAX_BATCH && tx.send(std::mem::take(&mut batch)).is_err() {
             return;
         }

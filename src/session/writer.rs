@@ -34,8 +34,6 @@ struct Sub {
 #[derive(Default)]
 struct Pending {
     frames: VecDeque<Bytes>,
-    /// The first frame is partly written: it must be finished before anything else.
-    first_started: bool,
 }
 
 impl Pending {
@@ -47,12 +45,6 @@ impl Pending {
         self.frames.is_empty()
     }
 
-    /// Keeps only a partly written frame (finishing it keeps the stream valid).
-    fn keep_only_started(&mut self) {
-        let keep = if self.first_started { 1 } else { 0 };
-        self.frames.truncate(keep);
-    }
-
     fn advance(&mut self, mut n: usize) {
         while n > 0 {
             let Some(front) = self.frames.front_mut() else {
@@ -61,10 +53,8 @@ impl Pending {
             if n >= front.len() {
                 n -= front.len();
                 self.frames.pop_front();
-                self.first_started = false;
             } else {
                 front.advance(n);
-                self.first_started = true;
                 n = 0;
             }
         }
@@ -225,8 +215,10 @@ impl Writer {
         }
     }
 
-    /// Sends the close frame after any partly written frame, waits for the
-    /// reader to see the client's answer (or the grace to pass), and closes.
+    /// Sends the close frame after what was already pending (replies queued
+    /// before the close, e.g. the errors that led to it; queued ticks are not
+    /// taken any more), waits for the reader to see the client's answer (or
+    /// the grace to pass), and closes.
     async fn close(
         mut self,
         socket: OwnedWriteHalf,
@@ -234,7 +226,6 @@ impl Writer {
         reason: &'static str,
         grace: Duration,
     ) {
-        self.pending.keep_only_started();
         self.pending.push(encode::close_frame(code, reason));
         let _ = tokio::time::timeout(grace, self.pending.flush(&socket)).await;
         let outbox = self.outbox.clone();

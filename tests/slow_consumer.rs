@@ -1,0 +1,133 @@
+//! Slow consumers (protocol §5): drop-oldest never leaves a client on a stale
+//! value; `--slow-consumer close` closes with 4008.
+mod common;
+use common::*;
+use serde_json::json;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+const SYMBOLS: usize = 50;
+const ROUNDS: u64 = 120;
+
+fn names() -> Vec<String> {
+    (0..SYMBOLS).map(|i| format!("S{i:02}")).collect()
+}
+
+/// A client whose socket takes almost nothing until it reads.
+async fn tiny_window_client(s: &Server) -> RawWs {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(2048).unwrap();
+    let stream = socket.connect(s.addr).await.unwrap();
+    RawWs::handshake(stream, "/ws", &[]).await.expect("upgrade")
+}
+
+/// Publishes ROUNDS updates of every symbol; the last has `last == ROUNDS`.
+fn publish_rounds(p: &mut Publisher) {
+    for round in 1..=ROUNDS {
+        for name in names() {
+            p.tick(json!({"symbol":name,"last":round,"volume":round * 10, "pad":"x".repeat(200)}));
+        }
+        std::thread::sleep(Duration::from_millis(3));
+    }
+}
+
+async fn wait_until_server_has_final_values(s: &Server) {
+    let deadline = Instant::now() + WAIT;
+    let list = names().join(",");
+    loop {
+        let snap = s.snapshot(&list).await;
+        if snap.len() == SYMBOLS && snap.iter().all(|p| p["last"] == ROUNDS) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "server never reached the final values"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_ends_with_the_latest_value_of_every_symbol() {
+    let s = Server::start(&[
+        "--feed",
+        "tcp://127.0.0.1:0",
+        "--coalesce",
+        "1ms",
+        "--queue",
+        "16",
+        "--send-buffer",
+        "4096",
+    ]);
+    let mut p = s.publisher();
+    for name in names() {
+        p.tick(json!({"symbol":name,"last":0}));
+    }
+    let mut c = tiny_window_client(&s).await;
+    assert_eq!(c.next_json().await["type"], "welcome");
+    c.send_text(&json!({"type":"subscribe","id":1,"payload":{"symbols":names()}}).to_string())
+        .await;
+    assert_eq!(c.next_json().await["type"], "subscribed");
+
+    // Stop reading while every symbol ticks.
+    publish_rounds(&mut p);
+    s.wait_metric("tickcast_dropped_total", |v| v > 0.0).await;
+    wait_until_server_has_final_values(&s).await;
+
+    // Resume: read until every symbol shows its final value; seq never goes back.
+    let mut last_seq: HashMap<String, u64> = HashMap::new();
+    let mut latest: HashMap<String, u64> = HashMap::new();
+    while latest.len() < SYMBOLS || latest.values().any(|v| *v != ROUNDS) {
+        let m = c.next_json().await;
+        assert_eq!(m["type"], "tick", "{m}");
+        let payload = &m["payload"];
+        let sym = payload["symbol"].as_str().unwrap().to_string();
+        let seq = payload["seq"].as_u64().unwrap();
+        let prev = last_seq.insert(sym.clone(), seq).unwrap_or(0);
+        let is_snapshot = payload["snapshot"] == true;
+        assert!(
+            seq > prev || (is_snapshot && seq == prev),
+            "{sym}: seq {prev} then {seq}"
+        );
+        latest.insert(sym, payload["last"].as_u64().unwrap());
+    }
+    assert_eq!(
+        s.metric("tickcast_disconnects_total{reason=\"slow_consumer\"}")
+            .await,
+        0.0
+    );
+}
+
+#[tokio::test]
+async fn under_the_close_policy_a_slow_client_gets_4008() {
+    let s = Server::start(&[
+        "--feed",
+        "tcp://127.0.0.1:0",
+        "--coalesce",
+        "1ms",
+        "--queue",
+        "16",
+        "--send-buffer",
+        "4096",
+        "--slow-consumer",
+        "close",
+    ]);
+    let mut p = s.publisher();
+    let mut c = tiny_window_client(&s).await;
+    assert_eq!(c.next_json().await["type"], "welcome");
+    c.send_text(&json!({"type":"subscribe","id":1,"payload":{"symbols":names()}}).to_string())
+        .await;
+    publish_rounds(&mut p);
+    // Reading again drains what was in flight, then the close frame.
+    assert_eq!(c.close_code().await, 4008);
+    s.wait_metric(
+        "tickcast_disconnects_total{reason=\"slow_consumer\"}",
+        |v| v == 1.0,
+    )
+    .await;
+    assert_eq!(
+        s.metric("tickcast_dropped_total").await,
+        0.0,
+        "nothing dropped under close"
+    );
+}
