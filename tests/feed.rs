@@ -139,7 +139,8 @@ async fn file_replay_keeps_its_ts_and_its_pace() {
 
 #[tokio::test]
 async fn the_synthetic_market_looks_like_one() {
-    let s = Server::start(&["--symbols", "300", "--rate", "5000"]);
+    // A 1 ms window, so that update counts show the feed's skew rather than the window's cap.
+    let s = Server::start(&["--symbols", "300", "--rate", "5000", "--coalesce", "1ms"]);
     s.wait_metric("tickcast_feed_ticks_total", |v| v > 10_000.0)
         .await;
     let (_, body) = s.get("/snapshot").await;
@@ -157,13 +158,10 @@ async fn the_synthetic_market_looks_like_one() {
     let tail = by_name("UVXY")["seq"].as_u64().unwrap();
     let top = aapl["seq"].as_u64().unwrap();
     assert!(
-        top > 3 * tail,
+        top > 20 * tail,
         "the most popular symbols tick most: AAPL {top} updates, UVXY {tail}"
     );
     for p in [&aapl, &eur] {
         assert!(p["bid"].as_f64().unwrap() < p["ask"].as_f64().unwrap());
     }
-    let coalesced =
-        s.metric("tickcast_updates_total").await < s.metric("tickcast_feed_ticks_total").await;
-    assert!(coalesced, "busy symbols are coalesced");
 }
