@@ -98,9 +98,6 @@ async fn a_steady_stream_releases_at_most_once_per_window() {
             w[1] - w[0]
         );
     }
-    assert!(
-        pubs.len() >= 5 && pubs.len() <= 10,
-        "{} updates for 1.5 s of ticks",
-        pubs.len()
-    );
+    // A busy machine may stretch 1.5 s of ticks: only the lower bound is fixed.
+    assert!(pubs.len() >= 5, "{} updates for 150 ticks 10 ms apart", pubs.len());
 }

@@ -88,6 +88,9 @@ pub async fn run(
         let mut bytes = already_read.to_vec();
         conn.feed(&mut decoder, &mut bytes);
     }
+    // Even empty, this slice keeps hyper's whole read buffer alive: let it go now,
+    // not when the connection ends.
+    drop(already_read);
     let sleep = tokio::time::sleep_until(conn.next_deadline().into());
     tokio::pin!(sleep);
     while !conn.done {
