@@ -99,5 +99,9 @@ async fn a_steady_stream_releases_at_most_once_per_window() {
         );
     }
     // A busy machine may stretch 1.5 s of ticks: only the lower bound is fixed.
-    assert!(pubs.len() >= 5, "{} updates for 150 ticks 10 ms apart", pubs.len());
+    assert!(
+        pubs.len() >= 5,
+        "{} updates for 150 ticks 10 ms apart",
+        pubs.len()
+    );
 }

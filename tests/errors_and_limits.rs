@@ -103,20 +103,28 @@ async fn rate_limited_messages_get_an_error_and_do_not_count_as_protocol_errors(
         raw.send_text("nope").await;
     }
     for i in 0..10 {
-        raw.send_text(&json!({"type":"ping","id":100 + i}).to_string()).await;
+        raw.send_text(&json!({"type":"ping","id":100 + i}).to_string())
+            .await;
     }
     for _ in 0..15 {
         assert_eq!(raw.next_json().await["payload"]["code"], "bad_request");
     }
     for i in 0..10 {
         let e = raw.next_json().await;
-        assert_eq!((e["id"].as_i64(), e["payload"]["code"].as_str()), (Some(100 + i), Some("rate_limited")));
+        assert_eq!(
+            (e["id"].as_i64(), e["payload"]["code"].as_str()),
+            (Some(100 + i), Some("rate_limited"))
+        );
     }
     // 25 error replies, but only 15 count against the limit of 20: still open.
     raw.send_frame(true, 9, b"alive?").await;
     let f = raw.read_frame().await.expect("still open");
     assert_eq!((f.opcode, f.payload.as_slice()), (10, &b"alive?"[..]));
-    assert_eq!(s.metric("tickcast_disconnects_total{reason=\"protocol\"}").await, 0.0);
+    assert_eq!(
+        s.metric("tickcast_disconnects_total{reason=\"protocol\"}")
+            .await,
+        0.0
+    );
 }
 
 #[tokio::test]
