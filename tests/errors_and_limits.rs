@@ -2,7 +2,6 @@
 mod common;
 use common::*;
 use serde_json::json;
-use std::time::Duration;
 
 fn tcp_feed(extra: &[&str]) -> Server {
     let mut flags = vec!["--feed", "tcp://127.0.0.1:0"];
