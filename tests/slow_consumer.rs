@@ -111,6 +111,10 @@ async fn under_the_close_policy_a_slow_client_gets_4008() {
         "4096",
         "--slow-consumer",
         "close",
+        // The close frame waits behind what the client has not read yet; on a
+        // busy machine the test may take seconds to start reading again.
+        "--drain-timeout",
+        "60s",
     ]);
     let mut p = s.publisher();
     let mut c = tiny_window_client(&s).await;
@@ -120,6 +124,7 @@ async fn under_the_close_policy_a_slow_client_gets_4008() {
     publish_rounds(&mut p);
     // Reading again drains what was in flight, then the close frame.
     assert_eq!(c.close_code().await, 4008);
+    c.send_frame(true, 8, &4008u16.to_be_bytes()).await;
     s.wait_metric(
         "tickcast_disconnects_total{reason=\"slow_consumer\"}",
         |v| v == 1.0,

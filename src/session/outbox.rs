@@ -109,6 +109,7 @@ pub struct Outbox {
     /// First reason the connection is ending, as `DisconnectReason as u8 + 1` (0: none yet).
     reason: AtomicU8,
     reader_done: AtomicBool,
+    close_requested: AtomicBool,
     pub signal: Signal,
 }
 
@@ -125,6 +126,7 @@ impl Outbox {
             state: AtomicU8::new(OPEN),
             reason: AtomicU8::new(0),
             reader_done: AtomicBool::new(false),
+            close_requested: AtomicBool::new(false),
             signal: Signal::default(),
         }
     }
@@ -214,13 +216,17 @@ impl Outbox {
     /// Starts closing: the writer sends a close frame with `code` and stops.
     /// Only the first call has an effect.
     pub fn close(&self, code: u16, reason: &'static str, why: DisconnectReason) {
-        if self.state.swap(CLOSING, Ordering::AcqRel) == OPEN {
-            self.set_reason(why);
-            let mut q = self.control.lock().unwrap_or_else(|e| e.into_inner());
-            q.push_back(Control::Close { code, reason });
-            drop(q);
-            self.signal.notify();
+        if self.close_requested.swap(true, Ordering::AcqRel) {
+            return;
         }
+        self.set_reason(why);
+        // The close entry is queued before the state says CLOSING, so a writer
+        // that sees CLOSING always finds the entry when it looks again.
+        let mut q = self.control.lock().unwrap_or_else(|e| e.into_inner());
+        q.push_back(Control::Close { code, reason });
+        drop(q);
+        self.state.store(CLOSING, Ordering::Release);
+        self.signal.notify();
     }
 
     /// The reader has finished: the writer may close the socket once its

@@ -99,11 +99,16 @@ pub async fn run(outbox: Arc<Outbox>, socket: OwnedWriteHalf, grace: Duration) {
     };
     w.outbox.signal.wait().await;
     loop {
-        if let Some((code, reason)) = w.take_control() {
-            return w.close(socket, code, reason, grace).await;
+        let mut close = w.take_control();
+        if close.is_none() && w.outbox.is_closing() {
+            // A close is queued before the state turns CLOSING: look once more.
+            close = w.take_control();
+            if close.is_none() {
+                return shutdown(&socket);
+            }
         }
-        if w.outbox.is_closing() {
-            return shutdown(&socket);
+        if let Some((code, reason)) = close {
+            return w.close(socket, code, reason, grace).await;
         }
         w.take_ticks();
         let mut woken = false;
