@@ -13,6 +13,23 @@ fn names() -> Vec<String> {
     (0..SYMBOLS).map(|i| format!("S{i:02}")).collect()
 }
 
+/// A server with a short window, a 16-entry queue and a small send buffer, so
+/// that a client that stops reading overflows its queue within a few rounds.
+fn slow_server(extra: &[&str]) -> Server {
+    let mut flags = vec![
+        "--feed",
+        "tcp://127.0.0.1:0",
+        "--coalesce",
+        "1ms",
+        "--queue",
+        "16",
+        "--send-buffer",
+        "4096",
+    ];
+    flags.extend_from_slice(extra);
+    Server::start(&flags)
+}
+
 /// A client whose socket takes almost nothing until it reads.
 async fn tiny_window_client(s: &Server) -> RawWs {
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
@@ -49,16 +66,7 @@ async fn wait_until_server_has_final_values(s: &Server) {
 
 #[tokio::test]
 async fn a_client_that_stops_reading_ends_with_the_latest_value_of_every_symbol() {
-    let s = Server::start(&[
-        "--feed",
-        "tcp://127.0.0.1:0",
-        "--coalesce",
-        "1ms",
-        "--queue",
-        "16",
-        "--send-buffer",
-        "4096",
-    ]);
+    let s = slow_server(&[]);
     let mut p = s.publisher();
     for name in names() {
         p.tick(json!({"symbol":name,"last":0}));
@@ -100,15 +108,7 @@ async fn a_client_that_stops_reading_ends_with_the_latest_value_of_every_symbol(
 
 #[tokio::test]
 async fn under_the_close_policy_a_slow_client_gets_4008() {
-    let s = Server::start(&[
-        "--feed",
-        "tcp://127.0.0.1:0",
-        "--coalesce",
-        "1ms",
-        "--queue",
-        "16",
-        "--send-buffer",
-        "4096",
+    let s = slow_server(&[
         "--slow-consumer",
         "close",
         // The close frame waits behind what the client has not read yet; on a
