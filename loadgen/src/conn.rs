@@ -1,0 +1,374 @@
+//! One simulated client: connect from its source address, upgrade, subscribe,
+//! measure every tick, answer pings, and reconnect with backoff when dropped.
+//!
+//! Reconnects use exponential backoff with full jitter (a random delay up to
+//! 1 s, 2 s, 4 s … capped at 60 s; back to 1 s after a successful connect) and
+//! resubscribe with `since`, so the server sends only what changed. A
+//! connection that never gets through is retried twice, then counted as
+//! failed with its reason.
+
+use crate::stats::Stats;
+use crate::wire;
+use crate::worker::Shared;
+use std::cell::RefCell;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpSocket, TcpStream};
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// Attempts before a connection that never got through counts as failed.
+const FIRST_ATTEMPTS: u32 = 3;
+
+thread_local! {
+    static SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0; 64 * 1024]);
+}
+
+/// How a session ended.
+enum End {
+    /// It was up and then closed, with this close code (1006: no close frame).
+    Closed(u16),
+    /// It never got up, for this reason.
+    Failed(String),
+}
+
+/// One connection's symbols and the last `seq` it holds of each.
+struct Book {
+    symbols: Vec<usize>,
+    last_seq: Vec<u64>,
+}
+
+pub async fn run(shared: Rc<Shared>, n: u64) {
+    let spec = &shared.spec;
+    let mut rng = fastrand::Rng::with_seed(n.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0x5EED);
+    let symbols = crate::universe::pick(&shared.cdf, spec.symbols_per_conn as usize, &mut rng);
+    {
+        let mut stats = shared.stats.borrow_mut();
+        for &i in &symbols {
+            *stats
+                .counters
+                .subscribers
+                .entry(spec.universe[i].clone())
+                .or_default() += 1;
+        }
+    }
+    let mut book = Book {
+        last_seq: vec![0; symbols.len()],
+        symbols,
+    };
+    let url = &spec.urls[n as usize % spec.urls.len()];
+    let source = spec.sources[(n as usize / spec.urls.len()) % spec.sources.len()];
+    let mut backoff_step = 0u32;
+    let mut failures = 0u32;
+    let mut ever_up = false;
+    loop {
+        let (end, was_up) = session(
+            &shared,
+            &url.authority(),
+            &url.path,
+            source,
+            &mut book,
+            ever_up,
+        )
+        .await;
+        match end {
+            End::Closed(code) => {
+                *shared
+                    .stats
+                    .borrow_mut()
+                    .counters
+                    .closes
+                    .entry(code.to_string())
+                    .or_default() += 1;
+            }
+            End::Failed(reason) if !ever_up && !was_up => {
+                failures += 1;
+                if failures >= FIRST_ATTEMPTS || !spec.reconnect {
+                    let mut stats = shared.stats.borrow_mut();
+                    stats.counters.failed += 1;
+                    *stats.counters.failures.entry(reason).or_default() += 1;
+                    drop(stats);
+                    crate::worker::note_settled(&shared);
+                    return;
+                }
+            }
+            End::Failed(_) => {}
+        }
+        if was_up {
+            ever_up = true;
+            backoff_step = 0;
+        }
+        if !spec.reconnect {
+            return;
+        }
+        let cap = MAX_BACKOFF.min(Duration::from_secs(1 << backoff_step.min(6)));
+        backoff_step += 1;
+        tokio::time::sleep(cap.mul_f64(rng.f64())).await;
+    }
+}
+
+/// Connects and serves one session. Returns how it ended and whether it got
+/// as far as `welcome`. A session established after an earlier one was up
+/// counts as a reconnect.
+async fn session(
+    shared: &Shared,
+    authority: &str,
+    path: &str,
+    source: Ipv4Addr,
+    book: &mut Book,
+    reconnecting: bool,
+) -> (End, bool) {
+    let started = Instant::now();
+    let stream = match connect(authority, source).await {
+        Ok(s) => s,
+        Err(reason) => return (End::Failed(reason), false),
+    };
+    let (mut stream, leftover) = match upgrade(stream, authority, path).await {
+        Ok(v) => v,
+        Err(reason) => return (End::Failed(reason), false),
+    };
+    {
+        let mut stats = shared.stats.borrow_mut();
+        let _ = stats.handshake.record(started.elapsed().as_micros() as u64);
+        stats.counters.established += 1;
+        if reconnecting {
+            stats.counters.reconnects += 1;
+        }
+    }
+    crate::worker::note_settled(shared);
+    let mut welcomed = false;
+    let end = serve(shared, &mut stream, leftover, book, &mut welcomed).await;
+    shared.stats.borrow_mut().counters.established -= 1;
+    (end, welcomed)
+}
+
+async fn connect(authority: &str, source: Ipv4Addr) -> Result<TcpStream, String> {
+    let addr = tokio::net::lookup_host(authority)
+        .await
+        .map_err(|e| format!("cannot resolve {authority}: {e}"))?
+        .find(SocketAddr::is_ipv4)
+        .ok_or_else(|| format!("{authority} has no IPv4 address"))?;
+    let socket = TcpSocket::new_v4().map_err(|e| format!("socket: {e}"))?;
+    socket
+        .bind(SocketAddr::new(source.into(), 0))
+        .map_err(|e| format!("bind {source}: {e}"))?;
+    match tokio::time::timeout(CONNECT_TIMEOUT, socket.connect(addr)).await {
+        Err(_) => Err("connect timed out".into()),
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+            Err("connection refused".into())
+        }
+        Ok(Err(e)) => Err(format!("connect: {e}")),
+        Ok(Ok(s)) => {
+            let _ = s.set_nodelay(true);
+            Ok(s)
+        }
+    }
+}
+
+/// Sends the upgrade and reads the answer; returns bytes read past it.
+async fn upgrade(
+    mut stream: TcpStream,
+    authority: &str,
+    path: &str,
+) -> Result<(TcpStream, Vec<u8>), String> {
+    use tokio::io::AsyncReadExt;
+    stream
+        .write_all(&wire::upgrade_request(authority, path))
+        .await
+        .map_err(|e| format!("upgrade: {e}"))?;
+    let mut head = Vec::with_capacity(256);
+    let mut chunk = [0u8; 512];
+    let deadline = tokio::time::Instant::now() + CONNECT_TIMEOUT;
+    let end = loop {
+        if let Some(i) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let n = match tokio::time::timeout_at(deadline, stream.read(&mut chunk)).await {
+            Err(_) => return Err("upgrade timed out".into()),
+            Ok(Err(e)) => return Err(format!("upgrade: {e}")),
+            Ok(Ok(0)) => return Err("closed during upgrade".into()),
+            Ok(Ok(n)) => n,
+        };
+        head.extend_from_slice(&chunk[..n]);
+        if head.len() > 16 * 1024 {
+            return Err("upgrade answer too long".into());
+        }
+    };
+    let status = String::from_utf8_lossy(&head[..end])
+        .split(' ')
+        .nth(1)
+        .unwrap_or("?")
+        .to_string();
+    if status != "101" {
+        return Err(format!("HTTP {status}"));
+    }
+    Ok((stream, head[end..].to_vec()))
+}
+
+/// Reads frames until the connection ends.
+async fn serve(
+    shared: &Shared,
+    stream: &mut TcpStream,
+    mut partial: Vec<u8>,
+    book: &mut Book,
+    welcomed: &mut bool,
+) -> End {
+    let mut out: Vec<u8> = Vec::new();
+    let mut ended = None;
+    loop {
+        if !partial.is_empty() && ended.is_none() {
+            let used = handle_frames(shared, &partial, book, welcomed, &mut out, &mut ended);
+            partial.drain(..used);
+        }
+        if !out.is_empty() {
+            if stream.write_all(&out).await.is_err() {
+                return End::Closed(1006);
+            }
+            out = Vec::new();
+        }
+        if let Some(end) = ended.take() {
+            return end;
+        }
+        if stream.readable().await.is_err() {
+            return End::Closed(1006);
+        }
+        let got = SCRATCH.with(|cell| {
+            let mut scratch = cell.borrow_mut();
+            match stream.try_read(&mut scratch[..]) {
+                Ok(0) => Err(()),
+                Ok(n) => {
+                    if partial.is_empty() {
+                        let used = handle_frames(
+                            shared,
+                            &scratch[..n],
+                            book,
+                            welcomed,
+                            &mut out,
+                            &mut ended,
+                        );
+                        partial.extend_from_slice(&scratch[used..n]);
+                    } else {
+                        partial.extend_from_slice(&scratch[..n]);
+                    }
+                    Ok(())
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(()),
+                Err(_) => Err(()),
+            }
+        });
+        if got.is_err() {
+            return End::Closed(1006);
+        }
+    }
+}
+
+/// Handles every complete frame at the start of `buf`; returns the bytes used.
+fn handle_frames(
+    shared: &Shared,
+    buf: &[u8],
+    book: &mut Book,
+    welcomed: &mut bool,
+    out: &mut Vec<u8>,
+    ended: &mut Option<End>,
+) -> usize {
+    let receipt = crate::now_us();
+    let measuring = shared.measuring.get();
+    let mut stats = shared.stats.borrow_mut();
+    let mut used = 0;
+    while ended.is_none() {
+        let Some(frame) = wire::parse_frame(&buf[used..]) else {
+            break;
+        };
+        used += frame.len;
+        match frame.opcode {
+            1 => on_text(
+                shared,
+                &mut stats,
+                frame.payload,
+                receipt,
+                measuring,
+                book,
+                welcomed,
+                out,
+            ),
+            8 => {
+                let code = if frame.payload.len() >= 2 {
+                    u16::from_be_bytes([frame.payload[0], frame.payload[1]])
+                } else {
+                    1005
+                };
+                out.extend_from_slice(&wire::client_frame(8, &code.to_be_bytes()));
+                *ended = Some(End::Closed(code));
+            }
+            9 => out.extend_from_slice(&wire::client_frame(10, frame.payload)),
+            _ => {}
+        }
+    }
+    used
+}
+
+#[allow(clippy::too_many_arguments)]
+fn on_text(
+    shared: &Shared,
+    stats: &mut Stats,
+    payload: &[u8],
+    receipt: u64,
+    measuring: bool,
+    book: &mut Book,
+    welcomed: &mut bool,
+    out: &mut Vec<u8>,
+) {
+    let universe = &shared.spec.universe;
+    if let Some(t) = wire::tick_fields(payload) {
+        let Some(i) = book
+            .symbols
+            .iter()
+            .position(|&s| universe[s].as_bytes() == t.symbol)
+        else {
+            return;
+        };
+        let last = book.last_seq[i];
+        if measuring {
+            let _ = stats.fanout.record(receipt.saturating_sub(t.pub_us));
+            let _ = stats.end_to_end.record(receipt.saturating_sub(t.ts));
+            if t.snapshot {
+                stats.counters.snapshots += 1;
+            } else {
+                stats.counters.received += 1;
+                if last > 0 && t.seq > last + 1 {
+                    stats.counters.gaps += t.seq - last - 1;
+                }
+            }
+        }
+        book.last_seq[i] = if t.snapshot { t.seq } else { last.max(t.seq) };
+        return;
+    }
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(payload) else {
+        return;
+    };
+    match v["type"].as_str() {
+        Some("welcome") => {
+            *welcomed = true;
+            let names: Vec<&str> = book.symbols.iter().map(|&s| universe[s].as_str()).collect();
+            let since: serde_json::Map<String, serde_json::Value> = book
+                .symbols
+                .iter()
+                .zip(&book.last_seq)
+                .filter(|(_, &seq)| seq > 0)
+                .map(|(&s, &seq)| (universe[s].clone(), seq.into()))
+                .collect();
+            let msg = serde_json::json!({"type":"subscribe","id":1,"payload":{"symbols":names,"since":since}});
+            out.extend_from_slice(&wire::client_frame(1, msg.to_string().as_bytes()));
+        }
+        Some("error") => {
+            let code = v["payload"]["code"]
+                .as_str()
+                .unwrap_or("unknown")
+                .to_string();
+            *stats.counters.errors.entry(code).or_default() += 1;
+        }
+        _ => {}
+    }
+}
