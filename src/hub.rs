@@ -104,6 +104,9 @@ pub struct Hub {
     clients: HashMap<u64, Client>,
     max_symbols: usize,
     releases: Vec<Release>,
+    /// Writers to wake at the end of this pass: waking them only then lets a
+    /// client's updates of one pass leave in one write.
+    to_wake: Vec<Arc<Outbox>>,
 }
 
 /// Starts the hub thread.
@@ -132,6 +135,7 @@ impl Hub {
             clients: HashMap::new(),
             max_symbols: max_symbols as usize,
             releases: Vec::new(),
+            to_wake: Vec::new(),
         }
     }
 
@@ -166,6 +170,14 @@ impl Hub {
                 default(timeout) => {}
             }
             self.release_due();
+            self.wake_writers();
+        }
+    }
+
+    /// Wakes every writer that got updates in this pass, once.
+    pub fn wake_writers(&mut self) {
+        for outbox in self.to_wake.drain(..) {
+            outbox.wake();
         }
     }
 
@@ -217,8 +229,8 @@ impl Hub {
             self.table.insert(entry.slot.clone());
         }
         for outbox in &entry.subscribers.list {
-            if outbox.push_tick(latest.clone()) != Pushed::Closed {
-                outbox.signal.notify();
+            if outbox.push_tick(latest.clone()) != Pushed::Closed && outbox.list_for_wake() {
+                self.to_wake.push(outbox.clone());
             }
         }
         METRICS.updates.inc();

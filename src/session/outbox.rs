@@ -110,6 +110,9 @@ pub struct Outbox {
     reason: AtomicU8,
     reader_done: AtomicBool,
     close_requested: AtomicBool,
+    /// Set by the hub while this outbox is on its list of writers to wake at
+    /// the end of the current pass (only the hub thread touches it).
+    wake_listed: AtomicBool,
     pub signal: Signal,
 }
 
@@ -127,6 +130,7 @@ impl Outbox {
             reason: AtomicU8::new(0),
             reader_done: AtomicBool::new(false),
             close_requested: AtomicBool::new(false),
+            wake_listed: AtomicBool::new(false),
             signal: Signal::default(),
         }
     }
@@ -162,6 +166,18 @@ impl Outbox {
         }
         self.ticks.push(tick);
         result
+    }
+
+    /// For the hub: true the first time it is called since the last
+    /// [`Outbox::wake`], so that each writer is listed once per pass.
+    pub fn list_for_wake(&self) -> bool {
+        !self.wake_listed.swap(true, Ordering::Relaxed)
+    }
+
+    /// For the hub, at the end of a pass: wakes the writer.
+    pub fn wake(&self) {
+        self.wake_listed.store(false, Ordering::Relaxed);
+        self.signal.notify();
     }
 
     /// Takes the next queued update.
