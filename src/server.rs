@@ -20,7 +20,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 /// A failure to start, with the exit status it deserves.
 #[derive(Debug)]
@@ -56,11 +56,10 @@ pub async fn serve(args: ServeArgs) -> Result<(), StartError> {
             }
         })?;
 
-    let listener = listen(args.listen)
-        .map_err(|e| StartError {
-            status: 1,
-            message: format!("--listen {}: cannot listen: {e}", args.listen),
-        })?;
+    let listener = listen(args.listen).map_err(|e| StartError {
+        status: 1,
+        message: format!("--listen {}: cannot listen: {e}", args.listen),
+    })?;
     let local = listener.local_addr().map_err(|e| StartError {
         status: 1,
         message: e.to_string(),
@@ -92,12 +91,17 @@ pub async fn serve(args: ServeArgs) -> Result<(), StartError> {
     });
     info!("listening on http://{local} (WebSocket: ws://{local}/ws)");
 
-    let accept = tokio::spawn(accept_loop(
+    accept_thread(
         listener,
+        tokio::runtime::Handle::current(),
         state.clone(),
         args.handshake_timeout,
         args.send_buffer,
-    ));
+    )
+    .map_err(|e| StartError {
+        status: 1,
+        message: format!("cannot start the accept thread: {e}"),
+    })?;
     shutdown_signal().await;
     info!(
         "shutting down: closing {} connections (up to {:?})",
@@ -113,7 +117,6 @@ pub async fn serve(args: ServeArgs) -> Result<(), StartError> {
     while METRICS.connections.get() > 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    accept.abort();
     info!("stopped ({} connections left)", METRICS.connections.get());
     Ok(())
 }
@@ -124,40 +127,49 @@ pub async fn serve(args: ServeArgs) -> Result<(), StartError> {
 /// costs a client a SYN retransmit (1 s, then 3 s).
 const LISTEN_BACKLOG: i32 = 4096;
 
-fn listen(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+fn listen(addr: std::net::SocketAddr) -> std::io::Result<std::net::TcpListener> {
     use socket2::{Domain, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
     socket.set_reuse_address(true)?;
-    socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     socket.listen(LISTEN_BACKLOG)?;
-    TcpListener::from_std(socket.into())
+    Ok(socket.into())
 }
 
-async fn accept_loop(
-    listener: TcpListener,
+/// Accepts on its own OS thread. An accept task on the runtime would wait its
+/// turn behind every writer woken by a busy feed, the backlog would overflow
+/// and new clients would pay seconds of SYN retransmits; here the backlog is
+/// always drained, and the handshake itself queues on the runtime instead.
+fn accept_thread(
+    listener: std::net::TcpListener,
+    runtime: tokio::runtime::Handle,
     state: Arc<AppState>,
     handshake_timeout: Duration,
     send_buffer: u32,
-) {
-    loop {
-        match listener.accept().await {
-            Ok((stream, _peer)) => {
-                let state = state.clone();
-                tokio::spawn(serve_connection(
-                    stream,
-                    state,
-                    handshake_timeout,
-                    send_buffer,
-                ));
+) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name("accept".into())
+        .spawn(move || loop {
+            match listener.accept() {
+                Ok((stream, _peer)) => {
+                    let state = state.clone();
+                    runtime.spawn(async move {
+                        if stream.set_nonblocking(true).is_ok() {
+                            if let Ok(stream) = TcpStream::from_std(stream) {
+                                serve_connection(stream, state, handshake_timeout, send_buffer)
+                                    .await;
+                            }
+                        }
+                    });
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    warn!("accept failed: {e}");
+                    std::thread::sleep(Duration::from_millis(50));
+                }
             }
-            Err(e) => {
-                // Out of file descriptors and the like: back off instead of spinning.
-                warn!("accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    }
+        })?;
+    Ok(())
 }
 
 async fn serve_connection(

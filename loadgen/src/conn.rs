@@ -12,9 +12,11 @@ use crate::wire;
 use crate::worker::Shared;
 use std::cell::RefCell;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
+use tokio::io::Interest;
 use tokio::net::{TcpSocket, TcpStream};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -151,6 +153,7 @@ async fn connect(authority: &str, source: Ipv4Addr) -> Result<TcpStream, String>
         .find(SocketAddr::is_ipv4)
         .ok_or_else(|| format!("{authority} has no IPv4 address"))?;
     let socket = TcpSocket::new_v4().map_err(|e| format!("socket: {e}"))?;
+    bind_address_no_port(&socket);
     socket
         .bind(SocketAddr::new(source.into(), 0))
         .map_err(|e| format!("bind {source}: {e}"))?;
@@ -159,11 +162,32 @@ async fn connect(authority: &str, source: Ipv4Addr) -> Result<TcpStream, String>
         Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
             Err("connection refused".into())
         }
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::AddrNotAvailable => {
+            Err(format!("no free port on {source}"))
+        }
         Ok(Err(e)) => Err(format!("connect: {e}")),
         Ok(Ok(s)) => {
             let _ = s.set_nodelay(true);
+            enable_rx_timestamps(&s);
             Ok(s)
         }
+    }
+}
+
+/// Lets the kernel pick the source port at connect time, unique per
+/// (source, destination) pair, rather than at bind time from one pool per
+/// source address.
+fn bind_address_no_port(socket: &TcpSocket) {
+    let on: libc::c_int = 1;
+    // SAFETY: setsockopt on a socket we own, with a c_int option value.
+    unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_BIND_ADDRESS_NO_PORT,
+            &on as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
     }
 }
 
@@ -217,9 +241,19 @@ async fn serve(
 ) -> End {
     let mut out: Vec<u8> = Vec::new();
     let mut ended = None;
+    // When the bytes in `partial` arrived (the latest read that added to them).
+    let mut partial_arrival = crate::now_us();
     loop {
         if !partial.is_empty() && ended.is_none() {
-            let used = handle_frames(shared, &partial, book, welcomed, &mut out, &mut ended);
+            let used = handle_frames(
+                shared,
+                &partial,
+                partial_arrival,
+                book,
+                welcomed,
+                &mut out,
+                &mut ended,
+            );
             partial.drain(..used);
         }
         if !out.is_empty() {
@@ -236,13 +270,18 @@ async fn serve(
         }
         let got = SCRATCH.with(|cell| {
             let mut scratch = cell.borrow_mut();
-            match stream.try_read(&mut scratch[..]) {
-                Ok(0) => Err(()),
-                Ok(n) => {
+            let fd = stream.as_raw_fd();
+            match stream.try_io(Interest::READABLE, || {
+                recv_timestamped(fd, &mut scratch[..])
+            }) {
+                Ok((0, _)) => Err(()),
+                Ok((n, kernel_ts)) => {
+                    let arrival = kernel_ts.unwrap_or_else(crate::now_us);
                     if partial.is_empty() {
                         let used = handle_frames(
                             shared,
                             &scratch[..n],
+                            arrival,
                             book,
                             welcomed,
                             &mut out,
@@ -252,6 +291,7 @@ async fn serve(
                     } else {
                         partial.extend_from_slice(&scratch[..n]);
                     }
+                    partial_arrival = arrival;
                     Ok(())
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(()),
@@ -264,17 +304,76 @@ async fn serve(
     }
 }
 
+/// Asks the kernel to stamp each received segment with its arrival time
+/// (CLOCK_REALTIME, the clock of `pub` and `ts`).
+fn enable_rx_timestamps(stream: &TcpStream) {
+    let on: libc::c_int = 1;
+    // SAFETY: setsockopt on a socket we own, with a c_int option value.
+    unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_TIMESTAMPNS,
+            &on as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+}
+
+/// `recv` that also returns the kernel's arrival time of the data, in µs.
+///
+/// Latency is "receipt − pub", and receipt is when the bytes reached this
+/// machine's socket: a worker busy reading thousands of other sockets first
+/// would otherwise add its own delay to the server's figure.
+fn recv_timestamped(
+    fd: std::os::fd::RawFd,
+    buf: &mut [u8],
+) -> std::io::Result<(usize, Option<u64>)> {
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    let mut control = [0u64; 16];
+    // SAFETY: a zeroed msghdr is valid; we point it at live buffers for the call.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(&control) as _;
+    // SAFETY: fd is an open socket; msg points at buffers that outlive the call.
+    let n = unsafe { libc::recvmsg(fd, &mut msg, libc::MSG_DONTWAIT) };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let mut arrival = None;
+    // SAFETY: the CMSG macros walk the control buffer the kernel filled in.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_TIMESTAMPNS
+            {
+                let t: libc::timespec = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast());
+                arrival = Some(t.tv_sec as u64 * 1_000_000 + t.tv_nsec as u64 / 1000);
+            }
+            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+        }
+    }
+    Ok((n as usize, arrival))
+}
+
 /// Handles every complete frame at the start of `buf`; returns the bytes used.
 fn handle_frames(
     shared: &Shared,
     buf: &[u8],
+    receipt: u64,
     book: &mut Book,
     welcomed: &mut bool,
     out: &mut Vec<u8>,
     ended: &mut Option<End>,
 ) -> usize {
-    let receipt = crate::now_us();
     let measuring = shared.measuring.get();
+    // How long the bytes waited in the socket for this worker to read them.
+    let own_delay = crate::now_us().saturating_sub(receipt);
     let mut stats = shared.stats.borrow_mut();
     let mut used = 0;
     while ended.is_none() {
@@ -288,6 +387,7 @@ fn handle_frames(
                 &mut stats,
                 frame.payload,
                 receipt,
+                own_delay,
                 measuring,
                 book,
                 welcomed,
@@ -315,6 +415,7 @@ fn on_text(
     stats: &mut Stats,
     payload: &[u8],
     receipt: u64,
+    own_delay: u64,
     measuring: bool,
     book: &mut Book,
     welcomed: &mut bool,
@@ -331,6 +432,7 @@ fn on_text(
         };
         let last = book.last_seq[i];
         if measuring {
+            let _ = stats.loadgen_delay.record(own_delay);
             let _ = stats.fanout.record(receipt.saturating_sub(t.pub_us));
             let _ = stats.end_to_end.record(receipt.saturating_sub(t.ts));
             if t.snapshot {

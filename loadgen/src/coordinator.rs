@@ -53,7 +53,12 @@ pub fn run(args: Args) -> ExitCode {
     };
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
     let workers_n = plan::worker_count(args.procs, args.connections, cores);
-    let sources = plan::sources(args.source_addrs.clone(), args.connections, args.urls.len());
+    let sources = plan::sources(
+        args.source_addrs.clone(),
+        args.connections,
+        args.urls.len(),
+        fastrand::u8(2..=200),
+    );
     let template = WorkerSpec {
         index: 0,
         urls: args.urls.clone(),
@@ -72,10 +77,11 @@ pub fn run(args: Args) -> ExitCode {
     };
     let urls: Vec<String> = args.urls.iter().map(|u| u.to_string()).collect();
     eprintln!(
-        "loadgen: {} connections to {} from {} source addresses, {} workers, {} of {} symbols each",
+        "loadgen: {} connections to {} from {} source addresses ({}…), {} workers, {} of {} symbols each",
         args.connections,
         urls.join(", "),
         sources.len(),
+        sources[0],
         workers_n,
         args.symbols_per_conn,
         universe.len()

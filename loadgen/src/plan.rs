@@ -10,7 +10,9 @@ use serde::{Deserialize, Serialize};
 use std::net::Ipv4Addr;
 
 pub const PER_WORKER: u64 = 15_000;
-pub const PER_SOURCE: u64 = 20_000;
+/// Well under the ~28,000 ports, leaving room for the previous run's
+/// connections still in TIME_WAIT.
+pub const PER_SOURCE: u64 = 10_000;
 
 /// Everything one worker needs, passed to it as JSON.
 #[derive(Serialize, Deserialize, Debug, Clone)]
@@ -39,13 +41,20 @@ pub fn worker_count(procs: Procs, connections: u64, cores: u64) -> u64 {
     }
 }
 
-/// Source addresses: the given ones, or 127.0.0.2, .3 … enough for the load.
-pub fn sources(given: Option<Vec<Ipv4Addr>>, connections: u64, urls: usize) -> Vec<Ipv4Addr> {
+/// Source addresses: the given ones, or enough consecutive ones from
+/// 127.0.0.`first` (the caller varies `first` between runs, so that a run
+/// does not meet the previous run's ports in TIME_WAIT).
+pub fn sources(
+    given: Option<Vec<Ipv4Addr>>,
+    connections: u64,
+    urls: usize,
+    first: u8,
+) -> Vec<Ipv4Addr> {
     given.unwrap_or_else(|| {
         let per_destination = connections.div_ceil(urls as u64);
-        let n = per_destination.div_ceil(PER_SOURCE).max(1);
+        let n = per_destination.div_ceil(PER_SOURCE).max(1) as u32;
         (0..n)
-            .map(|i| Ipv4Addr::new(127, 0, 0, 2 + i as u8))
+            .map(|i| Ipv4Addr::from(u32::from(Ipv4Addr::new(127, 0, 0, first)) + i))
             .collect()
     })
 }
@@ -110,8 +119,10 @@ mod tests {
 
     #[test]
     fn connections_and_sources_are_shared_out_exactly() {
-        let srcs = sources(None, 100_000, 1);
-        assert_eq!(srcs.len(), 5);
+        let srcs = sources(None, 100_000, 1, 2);
+        assert_eq!(srcs.len(), 10);
+        assert_eq!(srcs[0], Ipv4Addr::new(127, 0, 0, 2));
+        assert!(srcs.iter().all(|a| a.is_loopback()));
         let specs = split(&template(100_001), 7, &srcs);
         assert_eq!(specs.iter().map(|s| s.connections).sum::<u64>(), 100_001);
         assert!(specs
@@ -120,6 +131,6 @@ mod tests {
         assert_eq!(specs[1].first_connection, specs[0].connections);
         let used: std::collections::HashSet<_> =
             specs.iter().flat_map(|s| s.sources.clone()).collect();
-        assert_eq!(used.len(), 5, "every address is used");
+        assert_eq!(used.len(), 10, "every address is used");
     }
 }

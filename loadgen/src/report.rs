@@ -56,6 +56,7 @@ impl Run {
                 "fanout": lat(Percentiles::of(&self.stats.fanout)),
                 "end_to_end": lat(Percentiles::of(&self.stats.end_to_end)),
                 "handshake": lat(Percentiles::of(&self.stats.handshake)),
+                "loadgen_delay": lat(Percentiles::of(&self.stats.loadgen_delay)),
             },
             "closes": c.closes,
             "errors": c.errors,
@@ -64,6 +65,7 @@ impl Run {
                 "fanout": encode(&self.stats.fanout),
                 "end_to_end": encode(&self.stats.end_to_end),
                 "handshake": encode(&self.stats.handshake),
+                "loadgen_delay": encode(&self.stats.loadgen_delay),
             },
             "loadgen": {
                 "rss_bytes": c.rss_bytes,
@@ -112,6 +114,7 @@ impl Run {
             ("fan-out", &self.stats.fanout),
             ("end-to-end", &self.stats.end_to_end),
             ("handshake", &self.stats.handshake),
+            ("own delay", &self.stats.loadgen_delay),
         ] {
             let p = Percentiles::of(h);
             s += &format!(

@@ -67,6 +67,10 @@ pub struct Stats {
     pub fanout: Histogram<u64>,
     pub end_to_end: Histogram<u64>,
     pub handshake: Histogram<u64>,
+    /// How long messages waited in the socket before loadgen read them: its
+    /// own delay, left out of the latencies above (they use the kernel's
+    /// arrival time as receipt).
+    pub loadgen_delay: Histogram<u64>,
     pub counters: Counters,
 }
 
@@ -131,6 +135,7 @@ impl Default for Stats {
             fanout: new_histogram(),
             end_to_end: new_histogram(),
             handshake: new_histogram(),
+            loadgen_delay: new_histogram(),
             counters: Counters::default(),
         }
     }
@@ -153,6 +158,7 @@ impl Stats {
             ("fanout", &self.fanout),
             ("end_to_end", &self.end_to_end),
             ("handshake", &self.handshake),
+            ("loadgen_delay", &self.loadgen_delay),
         ]
         .into_iter()
         .map(|(k, h)| (k.to_string(), encode(h)))
@@ -172,6 +178,7 @@ impl Stats {
     pub fn reset_measurement(&mut self) {
         self.fanout.reset();
         self.end_to_end.reset();
+        self.loadgen_delay.reset();
         let c = &mut self.counters;
         c.received = 0;
         c.snapshots = 0;
@@ -190,6 +197,7 @@ pub fn merge(reports: &[WorkerReport]) -> Result<Stats, String> {
             ("fanout", &mut total.fanout),
             ("end_to_end", &mut total.end_to_end),
             ("handshake", &mut total.handshake),
+            ("loadgen_delay", &mut total.loadgen_delay),
         ] {
             if let Some(s) = r.histograms.get(name) {
                 h.add(decode(s)?)

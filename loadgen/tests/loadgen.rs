@@ -155,7 +155,7 @@ fn a_small_driven_run_receives_exactly_what_the_feed_implies() {
         String::from_utf8_lossy(&out.stdout)
     );
     assert_eq!(r["gaps"], 0);
-    for kind in ["fanout", "end_to_end", "handshake"] {
+    for kind in ["fanout", "end_to_end", "handshake", "loadgen_delay"] {
         assert!(
             r["latency_us"][kind]["count"].as_u64().unwrap() > 0,
             "{kind} histogram empty"

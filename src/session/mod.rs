@@ -88,4 +88,3 @@ pub async fn run(
     reader::run(ctx, outbox, read, already_read, identity).await;
     METRICS.connections.add(-1);
 }
-
