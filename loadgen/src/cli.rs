@@ -4,6 +4,7 @@ use clap::Parser;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::time::Duration;
+use tickcast::config::parse_duration;
 
 #[derive(Parser, Debug, Clone)]
 #[command(
@@ -200,26 +201,6 @@ fn parse_non_negative(s: &str) -> Result<f64, String> {
         Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
         _ => Err(format!("`{s}` is not a number ≥ 0")),
     }
-}
-
-/// `250ms`, `30s`, `5m`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .ok_or_else(|| format!("`{s}` has no unit (ms, s, m)"))?;
-    let (n, unit) = s.split_at(split);
-    let v: f64 = n.parse().map_err(|_| format!("`{s}` is not a duration"))?;
-    let secs = match unit {
-        "ms" => v / 1000.0,
-        "s" => v,
-        "m" => v * 60.0,
-        "h" => v * 3600.0,
-        _ => return Err(format!("`{s}`: unknown unit `{unit}`")),
-    };
-    if !(secs > 0.0 && secs.is_finite()) {
-        return Err(format!("`{s}` must be above zero"));
-    }
-    Ok(Duration::from_secs_f64(secs))
 }
 
 #[cfg(test)]

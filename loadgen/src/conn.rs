@@ -178,13 +178,22 @@ async fn connect(authority: &str, source: Ipv4Addr) -> Result<TcpStream, String>
 /// (source, destination) pair, rather than at bind time from one pool per
 /// source address.
 fn bind_address_no_port(socket: &TcpSocket) {
+    set_flag(
+        socket.as_raw_fd(),
+        libc::IPPROTO_IP,
+        libc::IP_BIND_ADDRESS_NO_PORT,
+    );
+}
+
+/// Turns on an integer socket option.
+fn set_flag(fd: std::os::fd::RawFd, level: libc::c_int, name: libc::c_int) {
     let on: libc::c_int = 1;
     // SAFETY: setsockopt on a socket we own, with a c_int option value.
     unsafe {
         libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::IPPROTO_IP,
-            libc::IP_BIND_ADDRESS_NO_PORT,
+            fd,
+            level,
+            name,
             &on as *const libc::c_int as *const libc::c_void,
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         );
@@ -307,17 +316,7 @@ async fn serve(
 /// Asks the kernel to stamp each received segment with its arrival time
 /// (CLOCK_REALTIME, the clock of `pub` and `ts`).
 fn enable_rx_timestamps(stream: &TcpStream) {
-    let on: libc::c_int = 1;
-    // SAFETY: setsockopt on a socket we own, with a c_int option value.
-    unsafe {
-        libc::setsockopt(
-            stream.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_TIMESTAMPNS,
-            &on as *const libc::c_int as *const libc::c_void,
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
-    }
+    set_flag(stream.as_raw_fd(), libc::SOL_SOCKET, libc::SO_TIMESTAMPNS);
 }
 
 /// `recv` that also returns the kernel's arrival time of the data, in µs.

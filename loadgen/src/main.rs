@@ -27,11 +27,7 @@ use std::process::ExitCode;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Realtime microseconds, the clock of tickcast's `ts` and `pub`.
-pub fn now_us() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64)
-}
+pub use tickcast::clock::now_us;
 
 fn main() -> ExitCode {
     let args = cli::Args::parse();
