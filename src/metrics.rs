@@ -282,10 +282,17 @@ fn histogram(out: &mut String, name: &str, help: &str, h: &Histogram) {
     let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {cumulative}");
 }
 
-/// The whole `/metrics` page.
-pub fn render() -> String {
+/// The whole `/metrics` page; `ready` is what `/readyz` answers now.
+pub fn render(ready: bool) -> String {
     let m = &METRICS;
     let mut out = String::with_capacity(8192);
+    header(
+        &mut out,
+        "tickcast_ready",
+        "gauge",
+        "1 while /readyz answers 200, else 0.",
+    );
+    let _ = writeln!(out, "tickcast_ready {}", u8::from(ready));
     header(
         &mut out,
         "tickcast_connections",

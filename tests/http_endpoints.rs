@@ -42,6 +42,7 @@ async fn metrics_have_every_name_of_the_spec() {
     let (status, body) = s.get("/metrics").await;
     assert_eq!(status, 200);
     for (name, kind) in [
+        ("tickcast_ready", "gauge"),
         ("tickcast_connections", "gauge"),
         ("tickcast_connections_total", "counter"),
         ("tickcast_subscriptions", "gauge"),
