@@ -77,7 +77,11 @@ async fn metrics_have_every_name_of_the_spec() {
         )));
     }
     assert!(metric_value(&body, "process_resident_memory_bytes") > 1e6);
-    assert_eq!(metric_value(&body, "tickcast_ready"), 1.0, "ready, as /readyz says");
+    assert_eq!(
+        metric_value(&body, "tickcast_ready"),
+        1.0,
+        "ready, as /readyz says"
+    );
     // The synthetic feed is running: ticks flow and the coalescer releases updates.
     s.wait_metric("tickcast_updates_total", |v| v > 0.0).await;
     s.wait_metric("tickcast_coalesce_delay_seconds_count", |v| v > 0.0)

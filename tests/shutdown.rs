@@ -19,7 +19,11 @@ async fn sigterm_closes_every_client_with_1001_and_exits_0() {
     // Still draining (the stubborn client holds on): not ready, and no new WebSockets.
     let (status, body) = s.get("/readyz").await;
     assert_eq!((status, body.trim()), (503, "shutting down"));
-    assert_eq!(s.metric("tickcast_ready").await, 0.0, "the gauge follows /readyz");
+    assert_eq!(
+        s.metric("tickcast_ready").await,
+        0.0,
+        "the gauge follows /readyz"
+    );
     let refused = RawWs::handshake(
         tokio::net::TcpStream::connect(s.addr).await.unwrap(),
         "/ws",
