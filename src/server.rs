@@ -37,6 +37,10 @@ impl StartError {
 
 /// Runs the server until a shutdown signal has been handled.
 pub async fn serve(args: ServeArgs) -> Result<(), StartError> {
+    let signals = ShutdownSignal::install().map_err(|e| StartError {
+        status: 1,
+        message: format!("cannot handle signals: {e}"),
+    })?;
     let secret =
         crate::auth::load_secret(args.auth_secret_file.as_deref()).map_err(StartError::usage)?;
     if secret.is_none() {
@@ -102,7 +106,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), StartError> {
         status: 1,
         message: format!("cannot start the accept thread: {e}"),
     })?;
-    shutdown_signal().await;
+    signals.received().await;
     info!(
         "shutting down: closing {} connections (up to {:?})",
         METRICS.connections.get(),
@@ -191,12 +195,26 @@ async fn serve_connection(
     let _ = connection.await;
 }
 
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+/// SIGTERM and SIGINT, handled from the moment this is created: before the
+/// server says it listens, so that no signal meets the default action (death).
+struct ShutdownSignal {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignal {
+    fn install() -> std::io::Result<ShutdownSignal> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(ShutdownSignal {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    async fn received(mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
     }
 }
