@@ -99,11 +99,13 @@ def tickcast():
             description="From an update's release by the coalescer to its write to the client's socket.")
     b.panel("Coalesce delay", quantiles("tickcast_coalesce_delay_seconds"), "s", width=12,
             description="From a tick's arrival to the release of the update that carries it.")
-    b.panel("Fan-out latency heatmap",
-            [dict(q(f"sum by (le) (increase(tickcast_fanout_latency_seconds_bucket{{{NODE}}}[$__rate_interval]))", "{{le}}"),
-                  format="heatmap")],
-            "s", kind="heatmap", width=24,
-            extra={"options": {"calculate": False, "yAxis": {"unit": "s"}, "cellGap": 1, "color": {"mode": "scheme", "scheme": "Oranges"}}})
+    for title, hist in [("Fan-out latency heatmap", "tickcast_fanout_latency_seconds"),
+                        ("Coalesce delay heatmap", "tickcast_coalesce_delay_seconds")]:
+        b.panel(title,
+                [dict(q(f"sum by (le) (increase({hist}_bucket{{{NODE}}}[$__rate_interval]))", "{{le}}"), format="heatmap")],
+                "s", kind="heatmap", width=12,
+                extra={"options": {"calculate": False, "yAxis": {"unit": "s"}, "cellGap": 1,
+                                   "color": {"mode": "scheme", "scheme": "Oranges"}}})
     b.row("Health")
     b.panel("Heartbeat timeouts", [q(rate("tickcast_disconnects_total", selector=f'reason="heartbeat",{NODE}'), "timeouts/s")], "ops", width=6)
     b.panel("Rate-limit and auth rejections", [
