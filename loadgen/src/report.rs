@@ -165,7 +165,7 @@ impl Run {
         );
         if c.loop_lag_over_50ms > 0 {
             s += &format!(
-                "WARNING      loadgen saturated: its event loops fell behind {} times by over 50 ms; latency figures include loadgen's own delay\n",
+                "WARNING      loadgen saturated: its event loops fell behind {} times by over 50 ms; its own delay is measured apart (\"own delay\"), but the machine is saturated and every figure includes that contention\n",
                 c.loop_lag_over_50ms
             );
         }
