@@ -257,12 +257,14 @@ pub fn message(kind: &str, id: Option<i64>, payload: Value) -> Bytes {
     text_frame(&serde_json::to_vec(&Value::Object(obj)).unwrap_or_default())
 }
 
-pub fn welcome(session: &str, heartbeat_ms: u64, max_symbols: u32) -> Bytes {
+/// `epoch` names the lineage of `seq` numbers: they compare only within one
+/// epoch (a restarted single node starts `seq` over, with a new epoch).
+pub fn welcome(session: &str, heartbeat_ms: u64, max_symbols: u32, epoch: u64) -> Bytes {
     message(
         "welcome",
         None,
         json!({"session": session, "server": concat!("tickcast/", env!("CARGO_PKG_VERSION")),
-               "heartbeat_ms": heartbeat_ms, "max_symbols": max_symbols}),
+               "heartbeat_ms": heartbeat_ms, "max_symbols": max_symbols, "epoch": epoch}),
     )
 }
 

@@ -42,6 +42,16 @@ async fn welcome_comes_first_with_the_configured_limits() {
         .as_str()
         .unwrap()
         .starts_with("tickcast/"));
+    let epoch = wa["payload"]["epoch"].as_u64().expect("epoch");
+    assert_eq!(
+        wb["payload"]["epoch"].as_u64(),
+        Some(epoch),
+        "one epoch per process"
+    );
+    assert!(
+        epoch > 1_700_000_000_000_000,
+        "the server's start, µs since the epoch"
+    );
     assert_ne!(
         wa["payload"]["session"], wb["payload"]["session"],
         "session differs per connection"

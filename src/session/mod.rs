@@ -44,6 +44,8 @@ pub struct SessionContext {
     pub limits: Limits,
     pub hub: HubHandle,
     pub auth: Arc<Authenticator>,
+    /// The `seq` lineage announced in `welcome` (this process's start time, µs).
+    pub epoch: u64,
     next_id: AtomicU64,
 }
 
@@ -53,6 +55,7 @@ impl SessionContext {
             limits,
             hub,
             auth,
+            epoch: crate::clock::now_us(),
             next_id: AtomicU64::new(1),
         }
     }

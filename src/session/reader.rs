@@ -149,6 +149,7 @@ impl Conn {
             &session,
             limits.ping_interval.as_millis() as u64,
             limits.max_symbols,
+            self.ctx.epoch,
         ));
     }
 

@@ -1,0 +1,175 @@
+// The demo page and the client library in real headless Chromium (Debian's
+// /usr/bin/chromium, driven by playwright-core) against the real tickcast binary.
+import test from "node:test";
+import assert from "node:assert/strict";
+import { spawn, execFileSync } from "node:child_process";
+import { createInterface } from "node:readline";
+import net from "node:net";
+import fs from "node:fs";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { chromium } from "playwright-core";
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+const BIN = process.env.TICKCAST_BIN || path.join(ROOT, "target/debug/tickcast");
+const ARTIFACTS = path.join(ROOT, "target/artifacts");
+const SECRET = "browser-test-secret";
+const SYMBOLS = ["AAPL", "NVDA", "FX:EUR/USD"];
+
+async function freePort() {
+  const srv = net.createServer().listen(0, "127.0.0.1");
+  await new Promise((r) => srv.once("listening", r));
+  const { port } = srv.address();
+  await new Promise((r) => srv.close(r));
+  return port;
+}
+
+/** Starts tickcast; resolves once it listens. */
+async function startServer({ port, feedPort, env = {} }) {
+  const child = spawn(BIN, ["--listen", `127.0.0.1:${port}`, "--feed", `tcp://127.0.0.1:${feedPort}`, "--coalesce", "10ms"],
+                      { env: { ...process.env, ...env }, stdio: ["ignore", "ignore", "pipe"] });
+  const lines = createInterface({ input: child.stderr });
+  await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error("tickcast did not start")), 15000);
+    lines.on("line", (l) => { if (l.includes("listening on http://")) { clearTimeout(timer); resolve(); } });
+    child.once("exit", (code) => reject(new Error(`tickcast exited with ${code}`)));
+  });
+  return child;
+}
+
+async function stop(child) {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  child.kill("SIGKILL");
+  await new Promise((r) => child.once("exit", r));
+}
+
+/** Publishes NDJSON ticks to the feed and waits until /snapshot shows them. */
+async function publish(port, feedPort, ticks) {
+  const sock = net.connect(feedPort, "127.0.0.1");
+  await new Promise((r) => sock.once("connect", r));
+  sock.write(ticks.map((t) => JSON.stringify(t)).join("\n") + "\n");
+  sock.end();
+  const want = new Map(ticks.map((t) => [t.symbol, t]));
+  await until(async () => {
+    const snap = await snapshot(port, [...want.keys()]);
+    return snap.length === want.size && snap.every((p) => want.get(p.symbol).bid === undefined || p.bid === want.get(p.symbol).bid);
+  }, "the feed's ticks reach the server");
+}
+
+async function snapshot(port, symbols, headers = {}) {
+  const r = await fetch(`http://127.0.0.1:${port}/snapshot?symbols=${symbols.map(encodeURIComponent).join(",")}`, { headers });
+  assert.equal(r.status, 200);
+  return r.json();
+}
+
+async function metric(port, series) {
+  const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+  const line = text.split("\n").find((l) => l.startsWith(series + " "));
+  return Number(line.split(" ")[1]);
+}
+
+async function until(cond, what, ms = 15000) {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    if (await cond()) return;
+    if (Date.now() > deadline) throw new Error(`timed out: ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+function token(ttl, sub = "alice") {
+  return execFileSync(BIN, ["token", "--sub", sub, "--ttl", ttl], { env: { ...process.env, TICKCAST_AUTH_SECRET: SECRET } }).toString().trim();
+}
+
+async function browser() {
+  return chromium.launch({
+    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+  });
+}
+
+/** The page's table as {symbol: {bid, ask, last}}. */
+async function table(page) {
+  return page.$$eval("#rows tr", (trs) => Object.fromEntries(trs.map((tr) => [tr.dataset.symbol, {
+    bid: tr.querySelector(".bid").textContent, ask: tr.querySelector(".ask").textContent,
+    last: tr.querySelector(".last").textContent, stale: tr.classList.contains("stale") }])));
+}
+
+function matches(rows, snap) {
+  return snap.every((p) => rows[p.symbol] && rows[p.symbol].bid === String(p.bid) && rows[p.symbol].ask === String(p.ask) && !rows[p.symbol].stale);
+}
+
+const quotes = (base) => SYMBOLS.map((s, i) => ({ symbol: s, bid: base + i, ask: base + i + 0.5 }));
+
+test("the demo page shows the server's prices, adds symbols, and survives a restart", async (t) => {
+  const [port, feedPort] = [await freePort(), await freePort()];
+  let server = await startServer({ port, feedPort });
+  const b = await browser();
+  t.after(async () => { await b.close(); await stop(server); });
+  await publish(port, feedPort, [...quotes(100), { symbol: "NFLX", bid: 700.25, ask: 700.5 }]);
+
+  const page = await b.newPage({ viewport: { width: 1100, height: 640 } });
+  const started = Date.now();
+  await page.goto(`http://127.0.0.1:${port}/?symbols=${SYMBOLS.join(",")}`);
+  const snap = await snapshot(port, SYMBOLS);
+  await until(async () => matches(await table(page), snap), "the table matches /snapshot", 5000);
+  assert.ok(Date.now() - started < 2000 + 1000, `prices within 2 s of loading (took ${Date.now() - started} ms)`);
+  assert.equal(await page.textContent("#badge"), "open");
+
+  // Adding a symbol in the UI subscribes to it and shows its price.
+  await page.fill("#symbol", "NFLX");
+  await page.click("#add button");
+  await until(async () => (await table(page)).NFLX?.bid === "700.25", "NFLX shows its price");
+
+  // Live ticks flash.
+  await publish(port, feedPort, [{ symbol: "AAPL", bid: 101, ask: 101.5 }]);
+  await until(async () => (await table(page)).AAPL.bid === "101", "a live tick");
+  fs.mkdirSync(ARTIFACTS, { recursive: true });
+  await page.screenshot({ path: path.join(ARTIFACTS, "demo-page.png") });
+
+  // Kill the server: the badge counts down to a reconnect.
+  await stop(server);
+  await until(async () => (await page.textContent("#badge")).startsWith("reconnecting"), "badge shows reconnecting");
+  server = await startServer({ port, feedPort });
+  await publish(port, feedPort, quotes(200));
+  await until(async () => (await page.textContent("#badge")) === "open", "badge back to open", 20000);
+  const after = await snapshot(port, SYMBOLS);
+  await until(async () => matches(await table(page), after), "no stale row after the restart", 10000);
+});
+
+test("with auth on, a token callback works and an expired token ends in a clear message", async (t) => {
+  const [port, feedPort] = [await freePort(), await freePort()];
+  const server = await startServer({ port, feedPort, env: { TICKCAST_AUTH_SECRET: SECRET } });
+  const b = await browser();
+  t.after(async () => { await b.close(); await stop(server); });
+  const bearer = { Authorization: `Bearer ${token("60s")}` };
+  const sock = net.connect(feedPort, "127.0.0.1");
+  await new Promise((r) => sock.once("connect", r));
+  sock.end(quotes(300).map((q) => JSON.stringify(q)).join("\n") + "\n");
+  await until(async () => (await snapshot(port, SYMBOLS, bearer)).length === SYMBOLS.length, "ticks reach the server");
+
+  const ok = await b.newPage();
+  let issued = 0;
+  await ok.exposeFunction("TICKCAST_GET_TOKEN", () => { issued++; return token("60s"); });
+  await ok.goto(`http://127.0.0.1:${port}/?symbols=${SYMBOLS.join(",")}`);
+  const snap = await snapshot(port, SYMBOLS, bearer);
+  await until(async () => matches(await table(ok), snap), "prices with a token from the callback");
+  assert.equal(issued, 1);
+
+  const expired = await b.newPage();
+  await expired.exposeFunction("TICKCAST_GET_TOKEN", async () => {
+    const t = token("1s");
+    await new Promise((r) => setTimeout(r, 2100));
+    return t;
+  });
+  const attemptsBefore = await metric(port, 'tickcast_connections_total{result="unauthorized"}') + await metric(port, 'tickcast_connections_total{result="accepted"}');
+  await expired.goto(`http://127.0.0.1:${port}/?symbols=${SYMBOLS.join(",")}`);
+  await until(async () => (await expired.textContent("#badge")).startsWith("closed"), "the page gives up", 10000);
+  assert.match(await expired.textContent("#badge"), /expired/);
+  assert.match(await expired.textContent("#message"), /expired/);
+  await new Promise((r) => setTimeout(r, 1500));
+  const attemptsAfter = await metric(port, 'tickcast_connections_total{result="unauthorized"}') + await metric(port, 'tickcast_connections_total{result="accepted"}');
+  assert.equal(attemptsAfter, attemptsBefore, "no reconnect loop: not a single upgrade attempt");
+  assert.match(await expired.textContent("#badge"), /closed/);
+});
