@@ -72,6 +72,75 @@ const CRYPTO: &[&str] = &[
     "XLM-USD",
 ];
 
+/// Rough price levels of well-known instruments, so the market looks like one
+/// (each run starts within 5% of these); others get a random level for their class.
+const REFERENCE_PRICES: &[(&str, f64)] = &[
+    ("AAPL", 190.0),
+    ("NVDA", 480.0),
+    ("TSLA", 250.0),
+    ("MSFT", 410.0),
+    ("AMZN", 180.0),
+    ("META", 500.0),
+    ("GOOGL", 170.0),
+    ("GOOG", 172.0),
+    ("AMD", 160.0),
+    ("NFLX", 620.0),
+    ("SPY", 520.0),
+    ("QQQ", 440.0),
+    ("AVGO", 1300.0),
+    ("JPM", 195.0),
+    ("BAC", 37.0),
+    ("INTC", 31.0),
+    ("COIN", 230.0),
+    ("PLTR", 24.0),
+    ("UBER", 72.0),
+    ("DIS", 100.0),
+    ("BA", 180.0),
+    ("XOM", 115.0),
+    ("WMT", 60.0),
+    ("KO", 62.0),
+    ("COST", 780.0),
+    ("V", 280.0),
+    ("MA", 460.0),
+    ("BRK.B", 410.0),
+    ("F", 12.0),
+    ("T", 17.0),
+    ("FX:EUR/USD", 1.08),
+    ("FX:USD/JPY", 151.0),
+    ("FX:GBP/USD", 1.27),
+    ("FX:AUD/USD", 0.66),
+    ("FX:USD/CAD", 1.36),
+    ("FX:USD/CHF", 0.90),
+    ("FX:NZD/USD", 0.61),
+    ("FX:EUR/GBP", 0.855),
+    ("FX:EUR/JPY", 163.0),
+    ("FX:GBP/JPY", 191.0),
+    ("FX:EUR/CHF", 0.97),
+    ("FX:AUD/JPY", 99.5),
+    ("FX:USD/MXN", 17.0),
+    ("FX:USD/SEK", 10.5),
+    ("FX:USD/NOK", 10.7),
+    ("FX:USD/SGD", 1.35),
+    ("FX:USD/HKD", 7.82),
+    ("FX:USD/ZAR", 18.6),
+    ("BTC-USD", 64000.0),
+    ("ETH-USD", 3100.0),
+    ("SOL-USD", 145.0),
+    ("XRP-USD", 0.52),
+    ("DOGE-USD", 0.15),
+    ("ADA-USD", 0.45),
+    ("AVAX-USD", 35.0),
+    ("LINK-USD", 14.0),
+    ("DOT-USD", 7.0),
+    ("LTC-USD", 82.0),
+    ("BCH-USD", 470.0),
+    ("MATIC-USD", 0.70),
+    ("UNI-USD", 7.5),
+    ("ATOM-USD", 8.5),
+    ("ETC-USD", 27.0),
+    ("XLM-USD", 0.11),
+];
+
 /// How an instrument is quoted.
 #[derive(Clone, Copy)]
 pub enum Class {
@@ -143,7 +212,7 @@ impl Market {
         let instruments = symbol_names(n)
             .into_iter()
             .map(|(name, class)| {
-                let (price, ticks_per_unit, half_spread, lot) = match class {
+                let (random_price, ticks_per_unit, half_spread, lot) = match class {
                     Class::Equity => (rng.f64() * 600.0 + 5.0, 100.0, 1 + rng.i64(0..2), 100.0),
                     Class::Fx if name.contains("JPY") => {
                         (rng.f64() * 60.0 + 100.0, 1000.0, 1, 100_000.0)
@@ -155,6 +224,16 @@ impl Market {
                         100_000.0,
                     ),
                     Class::Crypto => (rng.f64() * 3000.0 + 0.1, 100.0, 1 + rng.i64(0..5), 1.0),
+                };
+                let price = REFERENCE_PRICES
+                    .iter()
+                    .find(|(n, _)| *n == name)
+                    .map_or(random_price, |(_, p)| p * (0.95 + rng.f64() * 0.1));
+                // Sub-dollar coins quote in finer ticks than a cent.
+                let ticks_per_unit = if price < 5.0 && matches!(class, Class::Crypto) {
+                    100_000.0
+                } else {
+                    ticks_per_unit
                 };
                 Instrument {
                     symbol: Symbol::new(&name).expect("generated names are valid"),
@@ -305,6 +384,25 @@ mod tests {
         assert_eq!(names[0], "AAPL");
         assert!(names.contains(&"FX:EUR/USD".to_string()));
         assert!(names.contains(&"BTC-USD".to_string()));
+    }
+
+    #[test]
+    fn well_known_names_trade_near_their_real_levels() {
+        let mut m = Market::new(60, 9);
+        let mut seen = HashMap::new();
+        for _ in 0..20_000 {
+            let (s, f) = m.next_tick();
+            if let Some(bid) = f.bid {
+                seen.insert(s.to_string(), bid);
+            }
+        }
+        for (name, level) in [("AAPL", 190.0), ("BTC-USD", 64000.0), ("FX:EUR/USD", 1.08)] {
+            let bid = seen[name];
+            assert!(
+                (bid / level - 1.0).abs() < 0.15,
+                "{name} at {bid}, expected near {level}"
+            );
+        }
     }
 
     #[test]
