@@ -8,7 +8,9 @@ The dashboards are generated so that every panel follows the same rules
 import json, os
 
 DS = {"type": "prometheus", "uid": "${datasource}"}
-NODE = 'instance=~"$node"'
+NODE = 'node=~"$node"'
+# process_* series have no node label: keep those of the selected nodes' instances.
+OF_NODES = 'and on (instance, job) tickcast_ready{node=~"$node"}'
 
 
 class Board:
@@ -80,10 +82,10 @@ def quantiles(hist):
 
 def tickcast():
     b = Board("tickcast", "tickcast", "One tickcast node or a cluster: traffic, throughput, latency, health.",
-              node_query="label_values(tickcast_connections, instance)")
+              node_query="label_values(tickcast_connections, node)")
     b.row("Traffic")
-    b.panel("Connections", [q(f"sum by (instance) (tickcast_connections{{{NODE}}})", "{{instance}}")], "short")
-    b.panel("Subscriptions", [q(f"sum by (instance) (tickcast_subscriptions{{{NODE}}})", "{{instance}}")], "short")
+    b.panel("Connections", [q(f"sum by (node) (tickcast_connections{{{NODE}}})", "{{node}}")], "short")
+    b.panel("Subscriptions", [q(f"sum by (node) (tickcast_subscriptions{{{NODE}}})", "{{node}}")], "short")
     b.panel("Upgrades by result", [q(rate("tickcast_connections_total", "result"), "{{result}}")], "ops")
     b.panel("Disconnects by reason", [q(rate("tickcast_disconnects_total", "reason"), "{{reason}}")], "ops", width=24)
     b.row("Throughput")
@@ -114,15 +116,15 @@ def tickcast():
         q(rate("tickcast_disconnects_total", selector=f'reason="auth",{NODE}'), "closed 4401"),
     ], "ops", width=6)
     b.panel("Feed lines rejected", [q(rate("tickcast_feed_rejected_total", "reason"), "{{reason}}")], "ops", width=6)
-    b.panel("Ready", [q(f"tickcast_ready{{{NODE}}}", "{{instance}}")], "bool_yes_no", kind="stat", width=6)
+    b.panel("Ready", [q(f"tickcast_ready{{{NODE}}}", "{{node}}")], "bool_yes_no", kind="stat", width=6)
     b.panel("RSS per connection", [q(
-        f'process_resident_memory_bytes{{job=~"tickcast.*",{NODE}}} / clamp_min(tickcast_connections{{{NODE}}}, 1)',
+        f'process_resident_memory_bytes{{job=~"tickcast.*"}} / on (instance, job) clamp_min(tickcast_connections{{{NODE}}}, 1)',
         "{{instance}}")], "bytes", width=8)
     b.panel("Open files against the limit", [
-        q(f'process_open_fds{{job=~"tickcast.*",{NODE}}}', "open {{instance}}"),
-        q(f'process_max_fds{{job=~"tickcast.*",{NODE}}}', "limit {{instance}}"),
+        q(f'process_open_fds{{job=~"tickcast.*"}} {OF_NODES}', "open {{instance}}"),
+        q(f'process_max_fds{{job=~"tickcast.*"}} {OF_NODES}', "limit {{instance}}"),
     ], "short", width=8)
-    b.panel("CPU", [q(f'rate(process_cpu_seconds_total{{job=~"tickcast.*",{NODE}}}[$__rate_interval])', "{{instance}}")],
+    b.panel("CPU", [q(f'rate(process_cpu_seconds_total{{job=~"tickcast.*"}}[$__rate_interval]) {OF_NODES}', "{{instance}}")],
             "percentunit", width=8)
     return b.json()
 

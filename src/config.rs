@@ -147,6 +147,16 @@ pub struct ServeArgs {
     #[arg(long, env = "TICKCAST_AUTH_TIMEOUT", default_value = "5s", value_name = "D", value_parser = parse_duration)]
     pub auth_timeout: Duration,
 
+    /// This node's name, in `welcome` and as the `node` label of every metric
+    /// (default: host name and process id).
+    #[arg(long, env = "TICKCAST_NODE", value_name = "NAME", value_parser = parse_node)]
+    pub node: Option<String>,
+
+    /// Let several tickcast processes listen on the same address (SO_REUSEPORT;
+    /// the kernel spreads new connections over them).
+    #[arg(long, env = "TICKCAST_REUSE_PORT")]
+    pub reuse_port: bool,
+
     /// Kernel send buffer per client socket in bytes (0: the OS default, autotuned).
     #[arg(
         long,
@@ -215,6 +225,43 @@ fn parse_speed(s: &str) -> Result<f64, String> {
         Ok(r) if r.is_finite() && r >= 0.0 => Ok(r),
         _ => Err(format!("`{s}` is not a number ≥ 0")),
     }
+}
+
+/// A node name: 1 to 64 characters from `A-Z a-z 0-9 . _ : -`.
+pub fn parse_node(s: &str) -> Result<String, String> {
+    let ok = !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'));
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "`{s}`: a node name is 1 to 64 characters from A-Z a-z 0-9 . _ : -"
+        ))
+    }
+}
+
+/// The default node name: host name and process id.
+pub fn default_node() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let host: String = host
+        .trim()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let host = if host.is_empty() {
+        "tickcast".to_string()
+    } else {
+        host
+    };
+    format!("{host}-{}", std::process::id())
 }
 
 /// Parses `synthetic`, `tcp://HOST:PORT` or `file:PATH`.

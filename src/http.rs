@@ -78,7 +78,10 @@ pub async fn handle(req: Request<Incoming>, state: Arc<AppState>) -> Result<Repl
         "/metrics" => reply(
             StatusCode::OK,
             "text/plain; version=0.0.4; charset=utf-8",
-            metrics::render(readiness(&state).status() == StatusCode::OK),
+            metrics::render(
+                readiness(&state).status() == StatusCode::OK,
+                &state.sessions.node,
+            ),
         ),
         "/" => reply(StatusCode::OK, "text/html; charset=utf-8", DEMO_PAGE),
         "/client.js" => reply(StatusCode::OK, "text/javascript; charset=utf-8", CLIENT_JS),

@@ -282,8 +282,67 @@ fn histogram(out: &mut String, name: &str, help: &str, h: &Histogram) {
     let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {cumulative}");
 }
 
-/// The whole `/metrics` page; `ready` is what `/readyz` answers now.
-pub fn render(ready: bool) -> String {
+/// The whole `/metrics` page; `ready` is what `/readyz` answers now. Every
+/// `tickcast_*` series carries `node="…"` so that a cluster's nodes can be told
+/// apart however they are scraped (`node` is a checked name: no quoting needed).
+pub fn render(ready: bool, node: &str) -> String {
+    with_node_label(&render_series(ready), node)
+}
+
+/// A sample line without its `node` label.
+pub fn strip_node_label(line: &str) -> std::borrow::Cow<'_, str> {
+    let Some(start) = line.find("node=\"") else {
+        return line.into();
+    };
+    let Some(len) = line[start + 6..].find('"') else {
+        return line.into();
+    };
+    let (before, after) = (&line[..start], &line[start + 6 + len + 1..]);
+    if before.ends_with('{') && after.starts_with('}') {
+        format!("{}{}", &before[..before.len() - 1], &after[1..]).into()
+    } else if let Some(rest) = after.strip_prefix(',') {
+        format!("{before}{rest}").into()
+    } else {
+        format!("{}{after}", before.trim_end_matches(',')).into()
+    }
+}
+
+/// The value of `series` (e.g. `tickcast_disconnects_total{reason="client"}`)
+/// in a `/metrics` page, whatever `node` label it carries.
+pub fn sample(page: &str, series: &str) -> Option<f64> {
+    page.lines().find_map(|l| {
+        let l = strip_node_label(l);
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+fn with_node_label(page: &str, node: &str) -> String {
+    let mut out = String::with_capacity(page.len() + page.len() / 4);
+    for line in page.lines() {
+        if line.starts_with("tickcast_") {
+            match line.find(['{', ' ']) {
+                Some(i) if line.as_bytes()[i] == b'{' => {
+                    let _ = writeln!(out, "{}{{node=\"{node}\",{}", &line[..i], &line[i + 1..]);
+                }
+                Some(i) => {
+                    let _ = writeln!(out, "{}{{node=\"{node}\"}}{}", &line[..i], &line[i..]);
+                }
+                None => {
+                    let _ = writeln!(out, "{line}");
+                }
+            }
+        } else {
+            let _ = writeln!(out, "{line}");
+        }
+    }
+    out
+}
+
+fn render_series(ready: bool) -> String {
     let m = &METRICS;
     let mut out = String::with_capacity(8192);
     header(
@@ -496,6 +555,28 @@ fn boot_time() -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_tickcast_series_gets_the_node_label() {
+        let page =
+            "# HELP tickcast_x a\ntickcast_x 1\ntickcast_y{reason=\"a\"} 2\nprocess_open_fds 3\n";
+        assert_eq!(
+            with_node_label(page, "edge-1"),
+            "# HELP tickcast_x a\ntickcast_x{node=\"edge-1\"} 1\ntickcast_y{node=\"edge-1\",reason=\"a\"} 2\nprocess_open_fds 3\n"
+        );
+    }
+
+    #[test]
+    fn samples_are_found_whatever_their_node() {
+        let page = with_node_label(
+            "tickcast_x 1\ntickcast_y{reason=\"a\"} 2\nprocess_open_fds 3\n",
+            "n1",
+        );
+        assert_eq!(sample(&page, "tickcast_x"), Some(1.0));
+        assert_eq!(sample(&page, "tickcast_y{reason=\"a\"}"), Some(2.0));
+        assert_eq!(sample(&page, "process_open_fds"), Some(3.0));
+        assert_eq!(sample(&page, "tickcast_z"), None);
+    }
 
     #[test]
     fn buckets_are_cumulative_and_counted() {

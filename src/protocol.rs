@@ -259,12 +259,18 @@ pub fn message(kind: &str, id: Option<i64>, payload: Value) -> Bytes {
 
 /// `epoch` names the lineage of `seq` numbers: they compare only within one
 /// epoch (a restarted single node starts `seq` over, with a new epoch).
-pub fn welcome(session: &str, heartbeat_ms: u64, max_symbols: u32, epoch: u64) -> Bytes {
+pub fn welcome(
+    session: &str,
+    heartbeat_ms: u64,
+    max_symbols: u32,
+    epoch: u64,
+    node: &str,
+) -> Bytes {
     message(
         "welcome",
         None,
         json!({"session": session, "server": concat!("tickcast/", env!("CARGO_PKG_VERSION")),
-               "heartbeat_ms": heartbeat_ms, "max_symbols": max_symbols, "epoch": epoch}),
+               "heartbeat_ms": heartbeat_ms, "max_symbols": max_symbols, "epoch": epoch, "node": node}),
     )
 }
 

@@ -60,7 +60,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), StartError> {
             }
         })?;
 
-    let listener = listen(args.listen).map_err(|e| StartError {
+    let listener = listen(args.listen, args.reuse_port).map_err(|e| StartError {
         status: 1,
         message: format!("--listen {}: cannot listen: {e}", args.listen),
     })?;
@@ -86,7 +86,14 @@ pub async fn serve(args: ServeArgs) -> Result<(), StartError> {
         close_grace: args.drain_timeout,
     };
     let state = Arc::new(AppState {
-        sessions: Arc::new(SessionContext::new(limits, hub.clone(), auth.clone())),
+        sessions: Arc::new(SessionContext::new(
+            limits,
+            hub.clone(),
+            auth.clone(),
+            args.node
+                .clone()
+                .unwrap_or_else(crate::config::default_node),
+        )),
         table,
         auth,
         allow_auth_message: args.allow_auth_message,
@@ -131,10 +138,11 @@ pub async fn serve(args: ServeArgs) -> Result<(), StartError> {
 /// costs a client a SYN retransmit (1 s, then 3 s).
 const LISTEN_BACKLOG: i32 = 4096;
 
-fn listen(addr: std::net::SocketAddr) -> std::io::Result<std::net::TcpListener> {
+fn listen(addr: std::net::SocketAddr, reuse_port: bool) -> std::io::Result<std::net::TcpListener> {
     use socket2::{Domain, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
     socket.set_reuse_address(true)?;
+    socket.set_reuse_port(reuse_port)?;
     socket.bind(&addr.into())?;
     socket.listen(LISTEN_BACKLOG)?;
     Ok(socket.into())

@@ -72,10 +72,13 @@ async fn metrics_have_every_name_of_the_spec() {
         "auth",
         "shutdown",
     ] {
-        assert!(body.contains(&format!(
-            "tickcast_disconnects_total{{reason=\"{reason}\"}}"
-        )));
+        let series = format!("tickcast_disconnects_total{{reason=\"{reason}\"}}");
+        assert_eq!(metric_value(&body, &series), 0.0, "{series}");
     }
+    assert!(
+        body.contains("tickcast_connections{node=\""),
+        "every tickcast series names its node"
+    );
     assert!(metric_value(&body, "process_resident_memory_bytes") > 1e6);
     assert_eq!(
         metric_value(&body, "tickcast_ready"),

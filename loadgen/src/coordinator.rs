@@ -359,12 +359,7 @@ fn scrape_servers(args: &Args) -> Vec<ServerFigures> {
         .filter(|u| seen.insert(u.authority()))
         .filter_map(|u| {
             let text = http_get(&u.authority(), "/metrics").ok()?;
-            let value = |name: &str| {
-                text.lines()
-                    .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(' ')))
-                    .and_then(|v| v.trim().parse::<f64>().ok())
-                    .unwrap_or(0.0)
-            };
+            let value = |name: &str| tickcast::metrics::sample(&text, name).unwrap_or(0.0);
             Some(ServerFigures {
                 url: u.to_string(),
                 cpu_seconds: value("process_cpu_seconds_total"),

@@ -64,10 +64,7 @@ impl Server {
         .unwrap();
         let mut text = String::new();
         s.read_to_string(&mut text).unwrap();
-        text.lines()
-            .find_map(|l| l.strip_prefix(series).and_then(|r| r.strip_prefix(' ')))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no {series}"))
+        tickcast::metrics::sample(&text, series).unwrap_or_else(|| panic!("no {series}"))
     }
 
     fn wait_metric(&self, series: &str, pred: impl Fn(f64) -> bool) {

@@ -46,16 +46,24 @@ pub struct SessionContext {
     pub auth: Arc<Authenticator>,
     /// The `seq` lineage announced in `welcome` (this process's start time, µs).
     pub epoch: u64,
+    /// This node's name (`--node`), in `welcome` and the metrics.
+    pub node: String,
     next_id: AtomicU64,
 }
 
 impl SessionContext {
-    pub fn new(limits: Limits, hub: HubHandle, auth: Arc<Authenticator>) -> SessionContext {
+    pub fn new(
+        limits: Limits,
+        hub: HubHandle,
+        auth: Arc<Authenticator>,
+        node: String,
+    ) -> SessionContext {
         SessionContext {
             limits,
             hub,
             auth,
             epoch: crate::clock::now_us(),
+            node,
             next_id: AtomicU64::new(1),
         }
     }

@@ -150,6 +150,7 @@ impl Conn {
             limits.ping_interval.as_millis() as u64,
             limits.max_symbols,
             self.ctx.epoch,
+            &self.ctx.node,
         ));
     }
 

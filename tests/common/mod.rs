@@ -36,8 +36,13 @@ impl Server {
     }
 
     pub fn start_with_env(flags: &[&str], env: &[(&str, &str)]) -> Server {
+        Self::start_at("127.0.0.1:0", flags, env)
+    }
+
+    /// Starts tickcast listening on `listen` exactly.
+    pub fn start_at(listen: &str, flags: &[&str], env: &[(&str, &str)]) -> Server {
         let mut cmd = Command::new(binary());
-        cmd.args(["--listen", "127.0.0.1:0"])
+        cmd.args(["--listen", listen])
             .args(flags)
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
@@ -173,15 +178,8 @@ impl Drop for Server {
 }
 
 pub fn metric_value(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|l| {
-            l.strip_prefix(series)
-                .and_then(|rest| rest.strip_prefix(' '))
-        })
+    tickcast::metrics::sample(text, series)
         .unwrap_or_else(|| panic!("no series {series} in /metrics"))
-        .trim()
-        .parse()
-        .unwrap()
 }
 
 /// A plain HTTP/1.1 GET; returns status and body.

@@ -64,7 +64,9 @@ async function snapshot(port, symbols, headers = {}) {
 
 async function metric(port, series) {
   const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
-  const line = text.split("\n").find((l) => l.startsWith(series + " "));
+  // Every tickcast series carries node="…": look it up without that label.
+  const withoutNode = (l) => l.replace(/\{node="[^"]*"\}/, "").replace(/node="[^"]*",?/, "");
+  const line = text.split("\n").map(withoutNode).find((l) => l.startsWith(series + " "));
   return Number(line.split(" ")[1]);
 }
 
