@@ -88,12 +88,4 @@ impl SymbolTable {
         v.sort_by(|a, b| a.name.cmp(&b.name));
         v
     }
-
-    pub fn len(&self) -> usize {
-        self.by_name.read().unwrap_or_else(|e| e.into_inner()).len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }

@@ -259,8 +259,21 @@ impl Market {
         }
     }
 
-    pub fn symbols(&self) -> impl Iterator<Item = &Symbol> {
-        self.instruments.iter().map(|i| &i.symbol)
+    /// One quote (bid/ask) per instrument at its current price.
+    pub fn opening_quotes(&self, ts: u64, arrival: Instant) -> Vec<Tick> {
+        self.instruments
+            .iter()
+            .map(|ins| Tick {
+                symbol: ins.symbol,
+                fields: Fields {
+                    bid: Some((ins.mid - ins.half_spread) as f64 / ins.ticks_per_unit),
+                    ask: Some((ins.mid + ins.half_spread) as f64 / ins.ticks_per_unit),
+                    ..Fields::default()
+                },
+                ts,
+                arrival,
+            })
+            .collect()
     }
 
     /// The next tick: a quote (bid/ask) most of the time, a trade (last/volume) otherwise.
@@ -307,31 +320,7 @@ pub fn run(mut market: Market, rate: f64, tx: Sender<Batch>) {
     let start = Instant::now();
     let mut sent: u64 = 0;
     // Every symbol gets one quote first, so that each has a value from the start.
-    let first: Vec<Tick> = {
-        let (now, arrival) = (now_us(), Instant::now());
-        let symbols: Vec<Symbol> = market.symbols().copied().collect();
-        symbols
-            .into_iter()
-            .map(|symbol| {
-                let ins = market
-                    .instruments
-                    .iter()
-                    .find(|i| i.symbol == symbol)
-                    .unwrap();
-                let fields = Fields {
-                    bid: Some((ins.mid - ins.half_spread) as f64 / ins.ticks_per_unit),
-                    ask: Some((ins.mid + ins.half_spread) as f64 / ins.ticks_per_unit),
-                    ..Fields::default()
-                };
-                Tick {
-                    symbol,
-                    fields,
-                    ts: now,
-                    arrival,
-                }
-            })
-            .collect()
-    };
+    let first = market.opening_quotes(now_us(), Instant::now());
     for chunk in first.chunks(MAX_BATCH) {
         if tx.send(chunk.to_vec()).is_err() {
             return;
