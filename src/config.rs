@@ -44,6 +44,17 @@ pub enum SlowConsumer {
     Close,
 }
 
+/// What this node does in a cluster.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Feed, coalescer and clients in one process (no NATS).
+    All,
+    /// Feed and coalescer; publishes updates to NATS; serves no clients.
+    Ingest,
+    /// Clients; takes updates from NATS; no feed.
+    Edge,
+}
+
 /// Where ticks come from (protocol §8).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum FeedSource {
@@ -146,6 +157,25 @@ pub struct ServeArgs {
     /// Time allowed for first-message auth.
     #[arg(long, env = "TICKCAST_AUTH_TIMEOUT", default_value = "5s", value_name = "D", value_parser = parse_duration)]
     pub auth_timeout: Duration,
+
+    /// This node's part in a cluster: `all` (single node), `ingest` or `edge`.
+    #[arg(
+        long,
+        env = "TICKCAST_ROLE",
+        value_enum,
+        default_value = "all",
+        value_name = "ROLE"
+    )]
+    pub role: Role,
+
+    /// NATS server(s) of the cluster, e.g. nats://127.0.0.1:4222 (repeat or comma-separate).
+    #[arg(
+        long = "nats",
+        env = "TICKCAST_NATS",
+        value_delimiter = ',',
+        value_name = "URL"
+    )]
+    pub nats: Vec<String>,
 
     /// This node's name, in `welcome` and as the `node` label of every metric
     /// (default: host name and process id).

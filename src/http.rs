@@ -35,6 +35,10 @@ pub struct AppState {
     pub auth: Arc<Authenticator>,
     pub allow_auth_message: bool,
     pub feed_ready: Arc<AtomicBool>,
+    /// In a cluster: whether NATS is connected now.
+    pub bus_connected: Option<Arc<AtomicBool>>,
+    /// False on a cluster ingest, which serves no WebSocket clients.
+    pub serves_clients: bool,
     pub shutting_down: AtomicBool,
 }
 
@@ -94,6 +98,12 @@ fn readiness(state: &AppState) -> Reply {
         text(StatusCode::SERVICE_UNAVAILABLE, "shutting down")
     } else if !state.feed_ready.load(Ordering::Acquire) {
         text(StatusCode::SERVICE_UNAVAILABLE, "feed not running yet")
+    } else if state
+        .bus_connected
+        .as_ref()
+        .is_some_and(|c| !c.load(Ordering::Acquire))
+    {
+        text(StatusCode::SERVICE_UNAVAILABLE, "bus (NATS) not connected")
     } else {
         text(StatusCode::OK, "ready")
     }
@@ -185,6 +195,13 @@ fn upgrade(mut req: Request<Incoming>, state: &AppState) -> Reply {
         return text(
             StatusCode::SERVICE_UNAVAILABLE,
             "shutting down: no new connections",
+        );
+    }
+    if !state.serves_clients {
+        METRICS.upgrade(UpgradeResult::Rejected);
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this node is a cluster ingest: connect to an edge",
         );
     }
     if !fastwebsockets::upgrade::is_upgrade_request(&req) {

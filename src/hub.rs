@@ -21,13 +21,24 @@ use crate::latest::{Latest, SymbolSlot, SymbolTable};
 use crate::metrics::{DisconnectReason, LocalHistogram, METRICS};
 use crate::protocol::{ErrorCode, RequestError};
 use crate::session::outbox::{Control, Outbox, Pushed, SubscribedSymbol};
+use crate::symbol::Symbol;
 use crossbeam_channel::{never, Receiver, Sender};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// One released update of one symbol, as it crosses nodes.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Update {
+    pub symbol: Symbol,
+    pub state: TickState,
+}
+
 /// Requests from sessions and the server to the hub.
 pub enum Command {
+    /// An update released by another node's coalescer (cluster edge): taken
+    /// if its `seq` is newer than what this node holds.
+    Remote(Update),
     Register(Arc<Outbox>),
     Unregister(u64),
     /// Symbols are valid and entitled (checked by the session).
@@ -107,6 +118,18 @@ pub struct Hub {
     /// Writers to wake at the end of this pass: waking them only then lets a
     /// client's updates of one pass leave in one write.
     to_wake: Vec<Arc<Outbox>>,
+    /// Where this node's own releases also go (cluster ingest: to the bus).
+    tap: Option<tokio::sync::mpsc::Sender<Update>>,
+}
+
+/// What a hub starts with besides its feed.
+#[derive(Default)]
+pub struct Start {
+    /// Every release is also sent here (cluster ingest: to the bus). The hub
+    /// waits when it is full, which slows the feed rather than losing updates.
+    pub tap: Option<tokio::sync::mpsc::Sender<Update>>,
+    /// Last values from a previous run: `seq` goes on from there.
+    pub restored: Vec<Update>,
 }
 
 /// Starts the hub thread.
@@ -115,9 +138,14 @@ pub fn spawn(
     max_symbols: u32,
     table: Arc<SymbolTable>,
     ticks: Receiver<Batch>,
+    start: Start,
 ) -> std::io::Result<HubHandle> {
     let (tx, rx) = crossbeam_channel::unbounded();
     let mut hub = Hub::new(window, max_symbols, table);
+    for u in &start.restored {
+        hub.restore(u);
+    }
+    hub.tap = start.tap;
     std::thread::Builder::new()
         .name("hub".into())
         .spawn(move || hub.run(ticks, rx))?;
@@ -136,6 +164,7 @@ impl Hub {
             max_symbols: max_symbols as usize,
             releases: Vec::new(),
             to_wake: Vec::new(),
+            tap: None,
         }
     }
 
@@ -220,10 +249,42 @@ impl Hub {
         self.releases = releases;
     }
 
+    /// Takes a symbol's last value from a previous run: it becomes the latest
+    /// value and the coalescer's `seq` goes on after it.
+    pub fn restore(&mut self, u: &Update) {
+        let id = self.intern(u.symbol.as_str());
+        self.coalescer.resume_seq(id, u.state.seq);
+        if let Some(entry) = self.entries[id as usize].as_ref() {
+            entry
+                .slot
+                .latest
+                .store(Some(Arc::new(Latest::new(id, &entry.slot.name, u.state))));
+            self.table.insert(entry.slot.clone());
+        }
+    }
+
+    /// An update from another node: published if newer than what this node holds.
+    fn on_remote(&mut self, u: Update) {
+        let id = self.intern(u.symbol.as_str());
+        let held = self.entries[id as usize]
+            .as_ref()
+            .and_then(|e| e.slot.latest.load().as_ref().map(|l| l.seq()))
+            .unwrap_or(0);
+        if u.state.seq > held {
+            self.publish(id, u.state);
+        }
+    }
+
     fn publish(&mut self, id: u32, state: TickState) {
         let Some(entry) = self.entries[id as usize].as_mut() else {
             return;
         };
+        if let Some(tap) = &self.tap {
+            if let Some(symbol) = Symbol::new(&entry.slot.name) {
+                // Blocks while the bus is behind: the feed slows, nothing is lost.
+                let _ = tap.blocking_send(Update { symbol, state });
+            }
+        }
         let latest = Arc::new(Latest::new(id, &entry.slot.name, state));
         if entry.slot.latest.swap(Some(latest.clone())).is_none() {
             self.table.insert(entry.slot.clone());
@@ -271,6 +332,7 @@ impl Hub {
 
     pub fn on_command(&mut self, command: Command) {
         match command {
+            Command::Remote(u) => self.on_remote(u),
             Command::Register(outbox) => {
                 self.clients.insert(
                     outbox.id,

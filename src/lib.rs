@@ -26,6 +26,7 @@
 //! Binaries: `tickcast` (this crate's `main.rs`) and `loadgen/` (its own crate).
 
 pub mod auth;
+pub mod bus;
 pub mod clock;
 pub mod coalesce;
 pub mod config;

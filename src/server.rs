@@ -6,7 +6,8 @@
 //! process exits 0 once they are gone or `--drain-timeout` has passed.
 
 use crate::auth::Authenticator;
-use crate::config::{ServeArgs, SlowConsumer};
+use crate::bus;
+use crate::config::{Role, ServeArgs, SlowConsumer};
 use crate::http::{self, AppState};
 use crate::hub::{self, Command};
 use crate::latest::SymbolTable;
@@ -51,14 +52,71 @@ pub async fn serve(args: ServeArgs) -> Result<(), StartError> {
     }
     let auth = Arc::new(Authenticator::new(secret));
     let table = Arc::new(SymbolTable::default());
-    let (ticks_tx, ticks_rx) = crossbeam_channel::bounded(feed::CHANNEL_BATCHES);
-    let hub =
-        hub::spawn(args.coalesce, args.max_symbols, table.clone(), ticks_rx).map_err(|e| {
-            StartError {
-                status: 1,
-                message: format!("cannot start the hub thread: {e}"),
+    let node = args
+        .node
+        .clone()
+        .unwrap_or_else(crate::config::default_node);
+    if args.role != Role::All && args.nats.is_empty() {
+        return Err(StartError::usage(format!(
+            "--role {}: needs --nats URL (the cluster's NATS server)",
+            if args.role == Role::Ingest {
+                "ingest"
+            } else {
+                "edge"
             }
+        )));
+    }
+    let bus = match args.role {
+        Role::All => None,
+        _ => Some(
+            bus::connect(&args.nats, &node)
+                .await
+                .map_err(StartError::usage)?,
+        ),
+    };
+    // The ingest goes on from the last values in the bucket, and taps its releases to the bus.
+    let mut start = hub::Start::default();
+    let mut bucket = None;
+    if let Some(b) = &bus {
+        let store = bus::bucket(&b.client).await.map_err(|e| StartError {
+            status: 1,
+            message: e,
         })?;
+        if args.role == Role::Ingest {
+            start.restored = bus::load_all(&store).await.map_err(|e| StartError {
+                status: 1,
+                message: e,
+            })?;
+            info!(
+                "resumed {} symbols from the bus's last values",
+                start.restored.len()
+            );
+            let (tx, rx) = tokio::sync::mpsc::channel(65_536);
+            start.tap = Some(tx);
+            tokio::spawn(bus::publish_updates(b.client.clone(), rx));
+        }
+        bucket = Some(store);
+    }
+    let (ticks_tx, ticks_rx) = crossbeam_channel::bounded(feed::CHANNEL_BATCHES);
+    let hub = hub::spawn(
+        args.coalesce,
+        args.max_symbols,
+        table.clone(),
+        ticks_rx,
+        start,
+    )
+    .map_err(|e| StartError {
+        status: 1,
+        message: format!("cannot start the hub thread: {e}"),
+    })?;
+    if let (Some(b), Some(store), Role::Edge) = (&bus, bucket, args.role) {
+        bus::receive_updates(b.client.clone(), store, hub.clone())
+            .await
+            .map_err(|e| StartError {
+                status: 1,
+                message: e,
+            })?;
+    }
 
     let listener = listen(args.listen, args.reuse_port).map_err(|e| StartError {
         status: 1,
@@ -70,8 +128,16 @@ pub async fn serve(args: ServeArgs) -> Result<(), StartError> {
     })?;
 
     let feed_ready = Arc::new(AtomicBool::new(false));
-    let described = feed::start(&args, ticks_tx, feed_ready.clone()).map_err(StartError::usage)?;
-    info!("{described}");
+    if args.role == Role::Edge {
+        // An edge has no feed: its updates come from the bus.
+        drop(ticks_tx);
+        feed_ready.store(true, Ordering::Release);
+        info!("edge: updates from NATS {}", args.nats.join(","));
+    } else {
+        let described =
+            feed::start(&args, ticks_tx, feed_ready.clone()).map_err(StartError::usage)?;
+        info!("{described}");
+    }
 
     let limits = Limits {
         ping_interval: args.ping_interval,
@@ -86,18 +152,13 @@ pub async fn serve(args: ServeArgs) -> Result<(), StartError> {
         close_grace: args.drain_timeout,
     };
     let state = Arc::new(AppState {
-        sessions: Arc::new(SessionContext::new(
-            limits,
-            hub.clone(),
-            auth.clone(),
-            args.node
-                .clone()
-                .unwrap_or_else(crate::config::default_node),
-        )),
+        sessions: Arc::new(SessionContext::new(limits, hub.clone(), auth.clone(), node)),
         table,
         auth,
         allow_auth_message: args.allow_auth_message,
         feed_ready,
+        bus_connected: bus.as_ref().map(|b| b.connected.clone()),
+        serves_clients: args.role != Role::Ingest,
         shutting_down: AtomicBool::new(false),
     });
     info!("listening on http://{local} (WebSocket: ws://{local}/ws)");

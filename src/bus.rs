@@ -1,0 +1,186 @@
+//! How updates cross nodes: NATS as the pub/sub backbone, JetStream KV for last values.
+//!
+//! The ingest node publishes every update its coalescer releases (with the
+//! `seq` it assigned) on `tickcast.tick.<symbol in hex>` and, fire-and-forget,
+//! on the KV bucket `tickcast` (history 1), whose stream keeps the last value
+//! of every symbol. Edge nodes load the bucket at start (so their snapshots
+//! are right at once) and then take every update from NATS; their hubs keep
+//! only updates newer than what they hold, so `seq` is the ingest's on every
+//! edge. A restarted ingest reads the bucket first and goes on from there.
+//!
+//! Symbols may hold `.`, `:` and `/`, which subjects and KV keys reserve or
+//! refuse: both use the symbol's hex. The payload is the tick's JSON payload.
+
+use crate::encode::{put_tick_payload, Fields, TickState};
+use crate::hub::{Command, HubHandle, Update};
+use crate::symbol::Symbol;
+use async_nats::jetstream::kv;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+pub const BUCKET: &str = "tickcast";
+
+/// A connection to the bus and whether it is up now.
+pub struct Bus {
+    pub client: async_nats::Client,
+    pub connected: Arc<AtomicBool>,
+}
+
+/// The hex of a symbol: a safe subject token and KV key.
+pub fn token(symbol: &str) -> String {
+    symbol.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
+pub fn subject(symbol: &str) -> String {
+    format!("tickcast.tick.{}", token(symbol))
+}
+
+pub fn encode(u: &Update) -> Bytes {
+    let mut buf = Vec::with_capacity(160);
+    put_tick_payload(&mut buf, u.symbol.as_str(), &u.state, false);
+    buf.into()
+}
+
+pub fn decode(payload: &[u8]) -> Option<Update> {
+    let v: serde_json::Value = serde_json::from_slice(payload).ok()?;
+    let f = |k: &str| v.get(k).and_then(|x| x.as_f64());
+    Some(Update {
+        symbol: Symbol::new(v.get("symbol")?.as_str()?)?,
+        state: TickState {
+            seq: v.get("seq")?.as_u64()?,
+            fields: Fields {
+                bid: f("bid"),
+                ask: f("ask"),
+                last: f("last"),
+                volume: f("volume"),
+            },
+            ts: v.get("ts")?.as_u64()?,
+            pub_us: v.get("pub")?.as_u64()?,
+        },
+    })
+}
+
+/// Connects (retrying in the background until the server is there) and
+/// tracks whether the connection is up.
+pub async fn connect(urls: &[String], node: &str) -> Result<Bus, String> {
+    let connected = Arc::new(AtomicBool::new(false));
+    let flag = connected.clone();
+    let addrs: Vec<async_nats::ServerAddr> = urls
+        .iter()
+        .map(|u| u.parse().map_err(|e| format!("--nats {u}: {e}")))
+        .collect::<Result<_, _>>()?;
+    let client = async_nats::ConnectOptions::new()
+        .name(format!("tickcast {node}"))
+        .retry_on_initial_connect()
+        .event_callback(move |event| {
+            let flag = flag.clone();
+            async move {
+                match event {
+                    async_nats::Event::Connected => flag.store(true, Ordering::Release),
+                    async_nats::Event::Disconnected => {
+                        flag.store(false, Ordering::Release);
+                        crate::warn!("bus: disconnected from NATS; reconnecting");
+                    }
+                    _ => {}
+                }
+            }
+        })
+        .connect(addrs)
+        .await
+        .map_err(|e| format!("--nats: {e}"))?;
+    Ok(Bus { client, connected })
+}
+
+/// The last-values bucket (created if missing).
+pub async fn bucket(client: &async_nats::Client) -> Result<kv::Store, String> {
+    let js = async_nats::jetstream::new(client.clone());
+    js.create_key_value(kv::Config {
+        bucket: BUCKET.into(),
+        history: 1,
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| format!("JetStream KV bucket {BUCKET}: {e}"))
+}
+
+/// Every symbol's last value in the bucket.
+pub async fn load_all(store: &kv::Store) -> Result<Vec<Update>, String> {
+    let mut keys = store.keys().await.map_err(|e| format!("KV keys: {e}"))?;
+    let mut out = Vec::new();
+    while let Some(key) = keys.next().await {
+        let Ok(key) = key else { continue };
+        if let Ok(Some(value)) = store.get(&key).await {
+            out.extend(decode(&value));
+        }
+    }
+    Ok(out)
+}
+
+/// Ingest: sends every update the hub releases to NATS and to the bucket.
+pub async fn publish_updates(
+    client: async_nats::Client,
+    mut updates: tokio::sync::mpsc::Receiver<Update>,
+) {
+    while let Some(u) = updates.recv().await {
+        let payload = encode(&u);
+        let name = u.symbol.as_str();
+        // Both wait only while the client's own buffer is full (NATS down).
+        let _ = client.publish(subject(name), payload.clone()).await;
+        let _ = client
+            .publish(format!("$KV.{BUCKET}.{}", token(name)), payload)
+            .await;
+    }
+}
+
+/// Edge: takes every update from NATS into the hub, after the bucket's last values.
+pub async fn receive_updates(
+    client: async_nats::Client,
+    store: kv::Store,
+    hub: HubHandle,
+) -> Result<(), String> {
+    // Subscribe first: an update between the load and the subscription is not lost
+    // (the hub keeps whichever is newer).
+    let mut sub = client
+        .subscribe("tickcast.tick.*")
+        .await
+        .map_err(|e| format!("subscribe: {e}"))?;
+    for u in load_all(&store).await? {
+        hub.send(Command::Remote(u));
+    }
+    tokio::spawn(async move {
+        while let Some(msg) = sub.next().await {
+            if let Some(u) = decode(&msg.payload) {
+                hub.send(Command::Remote(u));
+            }
+        }
+    });
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn updates_round_trip_through_the_wire_payload() {
+        let u = Update {
+            symbol: Symbol::new("FX:EUR/USD").unwrap(),
+            state: TickState {
+                seq: 42,
+                fields: Fields {
+                    bid: Some(1.0842),
+                    ask: None,
+                    last: Some(1.0843),
+                    volume: Some(5e6),
+                },
+                ts: 7,
+                pub_us: 9,
+            },
+        };
+        assert_eq!(decode(&encode(&u)), Some(u));
+        assert_eq!(subject("FX:EUR/USD"), "tickcast.tick.46583a4555522f555344");
+        assert!(token("BRK.B").bytes().all(|b| b.is_ascii_hexdigit()));
+    }
+}

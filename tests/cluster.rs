@@ -1,0 +1,238 @@
+//! Cluster over NATS: one ingest, several edges, a real nats-server with JetStream.
+mod common;
+use common::*;
+use serde_json::json;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A nats-server with JetStream on a free port, its store in a temp dir.
+struct Nats {
+    child: Child,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Nats {
+    fn start() -> Nats {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = tempfile::tempdir().unwrap();
+        let child = Self::spawn(port, dir.path());
+        Nats { child, port, dir }
+    }
+
+    fn spawn(port: u16, store: &std::path::Path) -> Child {
+        let child = Command::new("nats-server")
+            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+            .arg(store)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server is installed by scripts/test (Debian package nats-server)");
+        let deadline = Instant::now() + WAIT;
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "nats-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        child
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn restart(&mut self) {
+        self.stop();
+        self.child = Self::spawn(self.port, self.dir.path());
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn ingest(nats: &Nats) -> Server {
+    Server::start(&[
+        "--role",
+        "ingest",
+        "--nats",
+        &nats.url(),
+        "--feed",
+        "tcp://127.0.0.1:0",
+        "--coalesce",
+        "10ms",
+        "--node",
+        "ingest",
+    ])
+}
+
+fn edge(nats: &Nats, name: &str) -> Server {
+    Server::start(&["--role", "edge", "--nats", &nats.url(), "--node", name])
+}
+
+async fn subscribed(s: &Server, symbols: &[&str]) -> Client {
+    let mut c = s.ws_welcomed().await;
+    c.subscribe(1, symbols).await;
+    c
+}
+
+/// Publishes one tick and waits until the ingest has released it.
+async fn publish(ingest: &Server, p: &mut Publisher, tick: serde_json::Value) {
+    let before = ingest.metric("tickcast_updates_total").await;
+    p.tick(tick);
+    ingest
+        .wait_metric("tickcast_updates_total", |v| v > before)
+        .await;
+}
+
+#[tokio::test]
+async fn every_edge_delivers_the_ingests_seq() {
+    let nats = Nats::start();
+    let ing = ingest(&nats);
+    let (a, b) = (edge(&nats, "edge-a"), edge(&nats, "edge-b"));
+    let mut ca = subscribed(&a, &["AAPL"]).await;
+    let mut cb = subscribed(&b, &["AAPL"]).await;
+    let mut p = ing.publisher();
+    for i in 1..=3 {
+        publish(
+            &ing,
+            &mut p,
+            json!({"symbol":"AAPL","bid":100.0 + i as f64,"ask":101.0 + i as f64}),
+        )
+        .await;
+        tokio::time::sleep(Duration::from_millis(30)).await; // past the 10 ms window: one update each
+    }
+    for c in [&mut ca, &mut cb] {
+        let mut last = None;
+        while last
+            .as_ref()
+            .is_none_or(|t: &serde_json::Value| t["seq"] != 3)
+        {
+            last = Some(c.expect_type("tick").await["payload"].clone());
+        }
+        let t = last.unwrap();
+        assert_eq!(
+            (t["bid"].as_f64(), t["ask"].as_f64()),
+            (Some(103.0), Some(104.0))
+        );
+    }
+    // The ingest serves no WebSocket clients; the edges are ready.
+    let refused = RawWs::handshake(
+        tokio::net::TcpStream::connect(ing.addr).await.unwrap(),
+        "/ws",
+        &[],
+    )
+    .await;
+    assert_eq!(refused.err().map(|e| e.0), Some(503));
+    assert_eq!(a.get("/readyz").await.0, 200);
+    assert_eq!(ing.get("/readyz").await.0, 200);
+}
+
+#[tokio::test]
+async fn a_restarted_ingest_goes_on_counting_and_a_late_edge_has_the_snapshot() {
+    let nats = Nats::start();
+    let mut ing = ingest(&nats);
+    let a = edge(&nats, "edge-a");
+    let mut ca = subscribed(&a, &["MSFT"]).await;
+    let mut p = ing.publisher();
+    for i in 1..=2 {
+        publish(
+            &ing,
+            &mut p,
+            json!({"symbol":"MSFT","last":400.0 + i as f64}),
+        )
+        .await;
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    while ca.expect_type("tick").await["payload"]["seq"] != 2 {}
+
+    // Restart the ingest: seq goes on from the bucket, never back to 1.
+    drop(p);
+    ing.signal(libc::SIGKILL);
+    ing.wait_exit(WAIT);
+    drop(ing);
+    ing = ingest(&nats);
+    let mut p = ing.publisher();
+    publish(&ing, &mut p, json!({"symbol":"MSFT","last":410.5})).await;
+    let t = ca.expect_type("tick").await["payload"].clone();
+    assert_eq!(
+        (t["seq"].as_u64(), t["last"].as_f64()),
+        (Some(3), Some(410.5))
+    );
+
+    // An edge started now serves the right snapshot at once.
+    let late = edge(&nats, "edge-late");
+    let mut cl = late.ws_welcomed().await;
+    cl.send(json!({"type":"subscribe","id":1,"payload":{"symbols":["MSFT"]}}))
+        .await;
+    let sub = cl.expect_type("subscribed").await;
+    assert_eq!(sub["payload"]["unknown"], json!([]));
+    let snap = cl.expect_type("tick").await["payload"].clone();
+    assert_eq!(
+        (
+            snap["seq"].as_u64(),
+            snap["last"].as_f64(),
+            snap["snapshot"].as_bool()
+        ),
+        (Some(3), Some(410.5), Some(true))
+    );
+}
+
+#[tokio::test]
+async fn when_nats_restarts_edges_are_unready_then_deliver_again_and_clients_stay() {
+    let mut nats = Nats::start();
+    let ing = ingest(&nats);
+    let a = edge(&nats, "edge-a");
+    let mut c = subscribed(&a, &["TSLA"]).await;
+    let mut p = ing.publisher();
+    publish(&ing, &mut p, json!({"symbol":"TSLA","bid":250.0})).await;
+    assert_eq!(c.expect_type("tick").await["payload"]["seq"], 1);
+
+    nats.stop();
+    let deadline = Instant::now() + WAIT;
+    while a.get("/readyz").await.0 != 503 {
+        assert!(
+            Instant::now() < deadline,
+            "readyz stays 200 while NATS is down"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(a.get("/readyz").await.1.contains("NATS"));
+    nats.restart();
+    while a.get("/readyz").await.0 != 200 || ing.get("/readyz").await.0 != 200 {
+        assert!(
+            Instant::now() < deadline + WAIT,
+            "edge never reconnected to NATS"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The client never left; ticks flow again.
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    publish(&ing, &mut p, json!({"symbol":"TSLA","bid":251.0})).await;
+    let t = c.expect_type("tick").await["payload"].clone();
+    assert_eq!(
+        (t["seq"].as_u64(), t["bid"].as_f64()),
+        (Some(2), Some(251.0))
+    );
+    assert_eq!(a.metric("tickcast_connections").await, 1.0);
+}
+
+#[test]
+fn a_cluster_role_needs_nats() {
+    let out = Command::new(binary())
+        .args(["--role", "edge", "--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--nats"));
+}
