@@ -236,3 +236,80 @@ fn a_cluster_role_needs_nats() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--nats"));
 }
+
+#[tokio::test]
+async fn clients_of_a_killed_edge_resume_on_another_with_exactly_what_changed() {
+    let nats = Nats::start();
+    let ing = ingest(&nats);
+    let a = edge(&nats, "edge-a");
+    let b = edge(&nats, "edge-b");
+    let symbols = ["S1", "S2", "S3", "S4", "S5"];
+    let mut p = ing.publisher();
+    for s in symbols {
+        publish(&ing, &mut p, json!({"symbol":s,"last":1.0})).await;
+    }
+    // Wait until edge b has every value (it takes them from NATS).
+    let deadline = Instant::now() + WAIT;
+    while b.snapshot("S1,S2,S3,S4,S5").await.len() < 5 {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut held: std::collections::HashMap<String, (u64, f64)> = Default::default();
+    let mut c = subscribed(&a, &symbols).await;
+    while held.len() < 5 {
+        let t = c.expect_type("tick").await["payload"].clone();
+        held.insert(
+            t["symbol"].as_str().unwrap().into(),
+            (t["seq"].as_u64().unwrap(), t["last"].as_f64().unwrap()),
+        );
+    }
+
+    a.signal(libc::SIGKILL);
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    publish(&ing, &mut p, json!({"symbol":"S2","last":2.0})).await;
+    publish(&ing, &mut p, json!({"symbol":"S4","last":4.0})).await;
+    let deadline = Instant::now() + WAIT;
+    while b.snapshot("S2,S4").await.iter().any(|t| t["seq"] != 2) {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Reconnect to edge b, resubscribing with since.
+    let mut c = b.ws_welcomed().await;
+    let since: serde_json::Map<String, serde_json::Value> = held
+        .iter()
+        .map(|(s, (seq, _))| (s.clone(), (*seq).into()))
+        .collect();
+    c.send(json!({"type":"subscribe","id":2,"payload":{"symbols":symbols,"since":since}}))
+        .await;
+    c.expect_type("subscribed").await;
+    c.send(json!({"type":"ping","id":3})).await;
+    loop {
+        let m = c.next().await;
+        if m["type"] == "pong" {
+            break;
+        }
+        assert_eq!(m["type"], "tick", "{m}");
+        let t = &m["payload"];
+        let sym = t["symbol"].as_str().unwrap();
+        assert!(
+            sym == "S2" || sym == "S4",
+            "{sym} did not change while away"
+        );
+        held.insert(
+            sym.into(),
+            (t["seq"].as_u64().unwrap(), t["last"].as_f64().unwrap()),
+        );
+    }
+    let expected: std::collections::HashMap<String, (u64, f64)> = [
+        ("S1", 1, 1.0),
+        ("S2", 2, 2.0),
+        ("S3", 1, 1.0),
+        ("S4", 2, 4.0),
+        ("S5", 1, 1.0),
+    ]
+    .into_iter()
+    .map(|(s, seq, v)| (s.to_string(), (seq, v)))
+    .collect();
+    assert_eq!(held, expected, "the latest value of every symbol");
+}
