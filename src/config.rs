@@ -182,6 +182,11 @@ pub struct ServeArgs {
     #[arg(long, env = "TICKCAST_NODE", value_name = "NAME", value_parser = parse_node)]
     pub node: Option<String>,
 
+    /// Also serve HTTP (for `/metrics`, `/readyz`) on this address of this node
+    /// alone, for when `--listen` is shared with `--reuse-port`.
+    #[arg(long, env = "TICKCAST_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
+
     /// Let several tickcast processes listen on the same address (SO_REUSEPORT;
     /// the kernel spreads new connections over them).
     #[arg(long, env = "TICKCAST_REUSE_PORT")]
