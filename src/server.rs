@@ -179,8 +179,17 @@ pub async fn serve(args: ServeArgs) -> Result<(), StartError> {
             status: 1,
             message: format!("--metrics-listen {addr}: cannot listen: {e}"),
         })?;
-        accept_thread(own, tokio::runtime::Handle::current(), state.clone(), args.handshake_timeout, args.send_buffer)
-            .map_err(|e| StartError { status: 1, message: format!("cannot start the accept thread: {e}") })?;
+        accept_thread(
+            own,
+            tokio::runtime::Handle::current(),
+            state.clone(),
+            args.handshake_timeout,
+            args.send_buffer,
+        )
+        .map_err(|e| StartError {
+            status: 1,
+            message: format!("cannot start the accept thread: {e}"),
+        })?;
         info!("metrics on http://{addr}/metrics");
     }
     signals.received().await;
