@@ -122,6 +122,15 @@ pub async fn serve(args: ServeArgs) -> Result<(), StartError> {
         status: 1,
         message: format!("--listen {}: cannot listen: {e}", args.listen),
     })?;
+    // With --metrics-listen, this node alone also answers HTTP on its own address.
+    let mut listeners = vec![];
+    if let Some(addr) = args.metrics_listen {
+        listeners.push(listen(addr, false).map_err(|e| StartError {
+            status: 1,
+            message: format!("--metrics-listen {addr}: cannot listen: {e}"),
+        })?);
+        info!("metrics on http://{addr}/metrics");
+    }
     let local = listener.local_addr().map_err(|e| StartError {
         status: 1,
         message: e.to_string(),
@@ -162,25 +171,11 @@ pub async fn serve(args: ServeArgs) -> Result<(), StartError> {
         shutting_down: AtomicBool::new(false),
     });
     info!("listening on http://{local} (WebSocket: ws://{local}/ws)");
+    listeners.insert(0, listener);
 
-    accept_thread(
-        listener,
-        tokio::runtime::Handle::current(),
-        state.clone(),
-        args.handshake_timeout,
-        args.send_buffer,
-    )
-    .map_err(|e| StartError {
-        status: 1,
-        message: format!("cannot start the accept thread: {e}"),
-    })?;
-    if let Some(addr) = args.metrics_listen {
-        let own = listen(addr, false).map_err(|e| StartError {
-            status: 1,
-            message: format!("--metrics-listen {addr}: cannot listen: {e}"),
-        })?;
+    for listener in listeners {
         accept_thread(
-            own,
+            listener,
             tokio::runtime::Handle::current(),
             state.clone(),
             args.handshake_timeout,
@@ -190,7 +185,6 @@ pub async fn serve(args: ServeArgs) -> Result<(), StartError> {
             status: 1,
             message: format!("cannot start the accept thread: {e}"),
         })?;
-        info!("metrics on http://{addr}/metrics");
     }
     signals.received().await;
     info!(

@@ -78,3 +78,25 @@ async fn reuse_port_lets_two_processes_serve_one_address() {
     b.wait_metric("tickcast_connections", |v| v == seen["b"] as f64)
         .await;
 }
+
+#[tokio::test]
+async fn metrics_listen_is_this_node_alone() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let own = format!("127.0.0.1:{port}");
+    let _s = Server::start(&[
+        "--feed",
+        "tcp://127.0.0.1:0",
+        "--node",
+        "n1",
+        "--metrics-listen",
+        &own,
+    ]);
+    let (status, page) = http_get(own.parse().unwrap(), "/metrics", &[]).await;
+    assert_eq!(status, 200);
+    assert!(page.contains("tickcast_ready{node=\"n1\"} 1"), "{page}");
+    assert_eq!(http_get(own.parse().unwrap(), "/readyz", &[]).await.0, 200);
+}
