@@ -12,7 +12,7 @@
 //! refuse: both use the symbol's hex. The payload is the tick's JSON payload.
 
 use crate::encode::{put_tick_payload, Fields, TickState};
-use crate::hub::{Command, HubHandle, Update};
+use crate::hub::{Command, HubHandle, Interest, Update};
 use crate::symbol::Symbol;
 use async_nats::jetstream::kv;
 use bytes::Bytes;
@@ -31,6 +31,19 @@ pub struct Bus {
 /// The hex of a symbol: a safe subject token and KV key.
 pub fn token(symbol: &str) -> String {
     symbol.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The symbol a hex token stands for.
+pub fn from_token(token: &str) -> Option<String> {
+    let bytes: Option<Vec<u8>> = (0..token.len())
+        .step_by(2)
+        .map(|i| {
+            token
+                .get(i..i + 2)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        })
+        .collect();
+    String::from_utf8(bytes?).ok()
 }
 
 pub fn subject(symbol: &str) -> String {
@@ -159,6 +172,58 @@ pub async fn receive_updates(
     Ok(())
 }
 
+/// The last value of one symbol in the bucket.
+pub async fn last_value(store: &kv::Store, symbol: &str) -> Option<Update> {
+    let value = store.get(token(symbol)).await.ok()??;
+    decode(&value)
+}
+
+/// Edge, per-symbol interest: follows a symbol's subject while this node has
+/// clients for it. On the first client it subscribes, then reads the symbol's
+/// last value (newer than anything this node may hold from before), then tells
+/// the hub the symbol is fresh, which releases the waiting `subscribed` replies.
+/// The subscription is made first, so no update falls between the two.
+pub async fn follow_interest(
+    client: async_nats::Client,
+    store: kv::Store,
+    hub: HubHandle,
+    mut interest: tokio::sync::mpsc::UnboundedReceiver<Interest>,
+) {
+    let mut followed: std::collections::HashMap<Symbol, tokio::task::JoinHandle<()>> =
+        Default::default();
+    while let Some(change) = interest.recv().await {
+        match change {
+            Interest::Add(symbol) => {
+                if let std::collections::hash_map::Entry::Vacant(slot) = followed.entry(symbol) {
+                    match client.subscribe(subject(symbol.as_str())).await {
+                        Ok(mut sub) => {
+                            let hub = hub.clone();
+                            slot.insert(tokio::spawn(async move {
+                                while let Some(msg) = sub.next().await {
+                                    if let Some(u) = decode(&msg.payload) {
+                                        hub.send(Command::Remote(u));
+                                    }
+                                }
+                            }));
+                        }
+                        Err(e) => crate::warn!("bus: cannot subscribe to {symbol}: {e}"),
+                    }
+                }
+                if let Some(u) = last_value(&store, symbol.as_str()).await {
+                    hub.send(Command::Remote(u));
+                }
+                hub.send(Command::Fresh(symbol));
+            }
+            Interest::Remove(symbol) => {
+                // Dropping the subscriber unsubscribes.
+                if let Some(task) = followed.remove(&symbol) {
+                    task.abort();
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -182,5 +247,10 @@ mod tests {
         assert_eq!(decode(&encode(&u)), Some(u));
         assert_eq!(subject("FX:EUR/USD"), "tickcast.tick.46583a4555522f555344");
         assert!(token("BRK.B").bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_eq!(
+            from_token(&token("FX:EUR/USD")).as_deref(),
+            Some("FX:EUR/USD")
+        );
+        assert_eq!(from_token("zz"), None);
     }
 }

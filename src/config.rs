@@ -55,6 +55,15 @@ pub enum Role {
     Edge,
 }
 
+/// How an edge takes updates from NATS.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BusSubscribe {
+    /// One subscription per symbol that has clients on this edge.
+    Interest,
+    /// One subscription for every symbol.
+    Wildcard,
+}
+
 /// Where ticks come from (protocol §8).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum FeedSource {
@@ -176,6 +185,16 @@ pub struct ServeArgs {
         value_name = "URL"
     )]
     pub nats: Vec<String>,
+
+    /// Edge: follow only the symbols its clients hold (`interest`) or all (`wildcard`).
+    #[arg(
+        long,
+        env = "TICKCAST_BUS_SUBSCRIBE",
+        value_enum,
+        default_value = "interest",
+        value_name = "HOW"
+    )]
+    pub bus_subscribe: BusSubscribe,
 
     /// This node's name, in `welcome` and as the `node` label of every metric
     /// (default: host name and process id).

@@ -39,6 +39,9 @@ pub struct AppState {
     pub bus_connected: Option<Arc<AtomicBool>>,
     /// False on a cluster ingest, which serves no WebSocket clients.
     pub serves_clients: bool,
+    /// Cluster edge: the bucket of last values, which `/snapshot` reads (the
+    /// edge itself holds only the symbols its clients follow).
+    pub last_values: Option<async_nats::jetstream::kv::Store>,
     pub shutting_down: AtomicBool,
 }
 
@@ -76,7 +79,7 @@ pub async fn handle(req: Request<Incoming>, state: Arc<AppState>) -> Result<Repl
     }
     Ok(match path {
         "/ws" => upgrade(req, &state),
-        "/snapshot" => snapshot(&req, &state),
+        "/snapshot" => snapshot(&req, &state).await,
         "/healthz" => text(StatusCode::OK, "ok"),
         "/readyz" => readiness(&state),
         "/metrics" => reply(
@@ -276,15 +279,15 @@ pub fn accept_key(key: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(sha.finalize())
 }
 
-fn snapshot(req: &Request<Incoming>, state: &AppState) -> Reply {
+async fn snapshot(req: &Request<Incoming>, state: &AppState) -> Reply {
     let claims = match authenticate(req, state) {
         Ok(c) => c,
         Err((status, message)) => return text(status, message),
     };
     let allowed = |s: &str| claims.as_ref().is_none_or(|c| c.allows(s));
-    let slots = match query_param(req.uri().query(), "symbols") {
+    let names: Vec<String> = match query_param(req.uri().query(), "symbols") {
         Some(list) => {
-            let mut slots = Vec::new();
+            let mut names = Vec::new();
             for s in list.split(',').filter(|s| !s.is_empty()) {
                 if !symbol::is_valid(s) {
                     return text(StatusCode::BAD_REQUEST, format!("`{s}` is not a symbol"));
@@ -292,30 +295,58 @@ fn snapshot(req: &Request<Incoming>, state: &AppState) -> Reply {
                 if !allowed(s) {
                     return text(StatusCode::FORBIDDEN, format!("not entitled to {s}"));
                 }
-                slots.extend(state.table.get(s));
+                names.push(s.to_string());
             }
-            slots
+            names
         }
-        None => state
-            .table
-            .all()
+        None => all_symbols(state)
+            .await
             .into_iter()
-            .filter(|s| allowed(&s.name))
+            .filter(|s| allowed(s))
             .collect(),
     };
-    let mut body = Vec::with_capacity(64 + slots.len() * 160);
+    let mut body = Vec::with_capacity(64 + names.len() * 160);
     body.push(b'[');
-    for slot in slots {
-        let Some(latest) = slot.latest.load_full() else {
+    for name in names {
+        let Some(tick) = last_value(state, &name).await else {
             continue;
         };
         if body.len() > 1 {
             body.push(b',');
         }
-        put_tick_payload(&mut body, &slot.name, &latest.state, false);
+        put_tick_payload(&mut body, &name, &tick, false);
     }
     body.push(b']');
     reply(StatusCode::OK, "application/json", body)
+}
+
+/// Every symbol with a value: this node's, or (cluster edge) the bucket's.
+async fn all_symbols(state: &AppState) -> Vec<String> {
+    let Some(store) = &state.last_values else {
+        return state
+            .table
+            .all()
+            .iter()
+            .map(|s| s.name.to_string())
+            .collect();
+    };
+    let mut names = Vec::new();
+    if let Ok(mut keys) = store.keys().await {
+        use futures_util::StreamExt;
+        while let Some(Ok(key)) = keys.next().await {
+            names.extend(crate::bus::from_token(&key));
+        }
+    }
+    names.sort();
+    names
+}
+
+/// A symbol's latest value: this node's, or (cluster edge) the bucket's.
+async fn last_value(state: &AppState, name: &str) -> Option<crate::encode::TickState> {
+    match &state.last_values {
+        Some(store) => crate::bus::last_value(store, name).await.map(|u| u.state),
+        None => state.table.get(name)?.latest.load_full().map(|l| l.state),
+    }
 }
 
 #[cfg(test)]

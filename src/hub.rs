@@ -34,8 +34,27 @@ pub struct Update {
     pub state: TickState,
 }
 
+/// What a cluster edge needs from NATS, as its clients come and go.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Interest {
+    /// The first client of this symbol on this node: subscribe, and read its last value.
+    Add(Symbol),
+    /// Its last client left: unsubscribe.
+    Remove(Symbol),
+}
+
+/// A `subscribed` reply waiting for the bus to bring some of its symbols up to date.
+struct Deferred {
+    client: u64,
+    id: Option<i64>,
+    symbols: Vec<SubscribedSymbol>,
+    waiting: HashSet<u32>,
+}
+
 /// Requests from sessions and the server to the hub.
 pub enum Command {
+    /// The bus has subscribed to this symbol and delivered its last value (if any).
+    Fresh(Symbol),
     /// An update released by another node's coalescer (cluster edge): taken
     /// if its `seq` is newer than what this node holds.
     Remote(Update),
@@ -120,6 +139,11 @@ pub struct Hub {
     to_wake: Vec<Arc<Outbox>>,
     /// Where this node's own releases also go (cluster ingest: to the bus).
     tap: Option<tokio::sync::mpsc::Sender<Update>>,
+    /// Where first/last-client changes go (cluster edge with per-symbol interest).
+    interest: Option<tokio::sync::mpsc::UnboundedSender<Interest>>,
+    /// Symbols whose last value the bus is fetching; replies naming them wait.
+    refreshing: HashSet<u32>,
+    deferred: Vec<Deferred>,
 }
 
 /// What a hub starts with besides its feed.
@@ -130,6 +154,8 @@ pub struct Start {
     pub tap: Option<tokio::sync::mpsc::Sender<Update>>,
     /// Last values from a previous run: `seq` goes on from there.
     pub restored: Vec<Update>,
+    /// First/last-client changes go here (cluster edge, per-symbol interest).
+    pub interest: Option<tokio::sync::mpsc::UnboundedSender<Interest>>,
 }
 
 /// Starts the hub thread.
@@ -146,6 +172,7 @@ pub fn spawn(
         hub.restore(u);
     }
     hub.tap = start.tap;
+    hub.interest = start.interest;
     std::thread::Builder::new()
         .name("hub".into())
         .spawn(move || hub.run(ticks, rx))?;
@@ -165,6 +192,9 @@ impl Hub {
             releases: Vec::new(),
             to_wake: Vec::new(),
             tap: None,
+            interest: None,
+            refreshing: HashSet::new(),
+            deferred: Vec::new(),
         }
     }
 
@@ -323,6 +353,8 @@ impl Hub {
             .as_ref()
             .is_some_and(|e| e.subscribers.list.is_empty() && e.slot.latest.load().is_none());
         if unused {
+            // Replies must not wait for a symbol that no longer exists.
+            self.stop_waiting_for(id);
             if let Some(e) = self.entries[id as usize].take() {
                 self.by_name.remove(&e.slot.name);
                 self.free_ids.push(id);
@@ -333,6 +365,7 @@ impl Hub {
     pub fn on_command(&mut self, command: Command) {
         match command {
             Command::Remote(u) => self.on_remote(u),
+            Command::Fresh(symbol) => self.on_fresh(symbol),
             Command::Register(outbox) => {
                 self.clients.insert(
                     outbox.id,
@@ -343,13 +376,11 @@ impl Hub {
                 );
             }
             Command::Unregister(client) => {
+                self.deferred.retain(|d| d.client != client);
                 if let Some(c) = self.clients.remove(&client) {
                     METRICS.subscriptions.add(-(c.symbols.len() as i64));
                     for id in c.symbols {
-                        if let Some(e) = self.entries[id as usize].as_mut() {
-                            e.subscribers.remove(client);
-                        }
-                        self.forget_if_unused(id);
+                        self.drop_subscriber(id, client);
                     }
                 }
             }
@@ -413,6 +444,13 @@ impl Hub {
             if c.symbols.insert(sid) {
                 entry.subscribers.add(&c.outbox);
                 METRICS.subscriptions.add(1);
+                if entry.subscribers.list.len() == 1 {
+                    if let (Some(interest), Some(symbol)) = (&self.interest, Symbol::new(name)) {
+                        // This node's copy may be stale: the reply waits for the bus.
+                        let _ = interest.send(Interest::Add(symbol));
+                        self.refreshing.insert(sid);
+                    }
+                }
             }
             let since = since.iter().find(|(s, _)| s == name).map(|(_, seq)| *seq);
             subscribed.push(SubscribedSymbol {
@@ -420,12 +458,68 @@ impl Hub {
                 since,
             });
         }
-        if let Some(c) = self.clients.get(&client) {
-            c.outbox.push_control(Control::Subscribed {
+        let waiting: HashSet<u32> = subscribed
+            .iter()
+            .map(|s| s.slot.id)
+            .filter(|sid| self.refreshing.contains(sid))
+            .collect();
+        if waiting.is_empty() {
+            if let Some(c) = self.clients.get(&client) {
+                c.outbox.push_control(Control::Subscribed {
+                    id,
+                    symbols: subscribed,
+                });
+            }
+        } else {
+            self.deferred.push(Deferred {
+                client,
                 id,
                 symbols: subscribed,
+                waiting,
             });
         }
+    }
+
+    /// The bus has brought a symbol up to date: send the replies that waited for it.
+    fn on_fresh(&mut self, symbol: Symbol) {
+        if let Some(&sid) = self.by_name.get(symbol.as_str()) {
+            self.stop_waiting_for(sid);
+        }
+    }
+
+    fn stop_waiting_for(&mut self, sid: u32) {
+        if !self.refreshing.remove(&sid) {
+            return;
+        }
+        let mut still = Vec::with_capacity(self.deferred.len());
+        for mut d in std::mem::take(&mut self.deferred) {
+            d.waiting.remove(&sid);
+            if d.waiting.is_empty() {
+                if let Some(c) = self.clients.get(&d.client) {
+                    c.outbox.push_control(Control::Subscribed {
+                        id: d.id,
+                        symbols: d.symbols,
+                    });
+                }
+            } else {
+                still.push(d);
+            }
+        }
+        self.deferred = still;
+    }
+
+    /// Removes one subscriber of a symbol; tells the bus when it was the last.
+    fn drop_subscriber(&mut self, sid: u32, client: u64) {
+        if let Some(e) = self.entries[sid as usize].as_mut() {
+            e.subscribers.remove(client);
+            if e.subscribers.list.is_empty() {
+                if let (Some(interest), Some(symbol)) = (&self.interest, Symbol::new(&e.slot.name))
+                {
+                    let _ = interest.send(Interest::Remove(symbol));
+                }
+            }
+        }
+        self.forget_if_unused(sid);
     }
 
     fn unsubscribe(&mut self, client: u64, id: Option<i64>, symbols: Vec<String>) {
@@ -438,12 +532,11 @@ impl Hub {
                 return;
             };
             if c.symbols.remove(&sid) {
-                if let Some(e) = self.entries[sid as usize].as_mut() {
-                    e.subscribers.remove(client);
+                if let Some(e) = self.entries[sid as usize].as_ref() {
                     removed.push(e.slot.clone());
                 }
                 METRICS.subscriptions.add(-1);
-                self.forget_if_unused(sid);
+                self.drop_subscriber(sid, client);
             }
         }
         if let Some(c) = self.clients.get(&client) {
@@ -519,6 +612,60 @@ mod tests {
             1
         );
         assert!(table.get("MSFT").is_none(), "no value yet");
+    }
+
+    #[test]
+    fn with_interest_the_reply_waits_for_the_bus_and_last_clients_are_told() {
+        let (mut hub, _) = hub();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        hub.interest = Some(tx);
+        let a = client(&mut hub, 1);
+        let b = client(&mut hub, 2);
+        subscribe(&mut hub, 1, &["AAPL"]);
+        assert_eq!(
+            rx.try_recv().unwrap(),
+            Interest::Add(Symbol::new("AAPL").unwrap())
+        );
+        assert!(
+            a.take_control().is_empty(),
+            "no reply before the bus has the last value"
+        );
+        subscribe(&mut hub, 2, &["AAPL"]);
+        assert!(rx.try_recv().is_err(), "only the first client asks the bus");
+        assert!(b.take_control().is_empty(), "still refreshing");
+        hub.on_command(Command::Fresh(Symbol::new("AAPL").unwrap()));
+        assert!(matches!(a.take_control()[0], Control::Subscribed { .. }));
+        assert!(matches!(b.take_control()[0], Control::Subscribed { .. }));
+        hub.on_command(Command::Unregister(1));
+        assert!(rx.try_recv().is_err());
+        hub.on_command(Command::Unsubscribe {
+            client: 2,
+            id: None,
+            symbols: vec!["AAPL".into()],
+        });
+        assert_eq!(
+            rx.try_recv().unwrap(),
+            Interest::Remove(Symbol::new("AAPL").unwrap())
+        );
+    }
+
+    #[test]
+    fn a_reply_never_waits_for_a_symbol_whose_clients_all_left() {
+        let (mut hub, _) = hub();
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        hub.interest = Some(tx);
+        let a = client(&mut hub, 1);
+        subscribe(&mut hub, 1, &["ZZZ"]);
+        hub.on_command(Command::Unsubscribe {
+            client: 1,
+            id: None,
+            symbols: vec!["ZZZ".into()],
+        });
+        let control = a.take_control();
+        assert!(control
+            .iter()
+            .any(|c| matches!(c, Control::Subscribed { .. })));
+        assert!(hub.refreshing.is_empty());
     }
 
     #[test]

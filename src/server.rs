@@ -7,7 +7,7 @@
 
 use crate::auth::Authenticator;
 use crate::bus;
-use crate::config::{Role, ServeArgs, SlowConsumer};
+use crate::config::{BusSubscribe, Role, ServeArgs, SlowConsumer};
 use crate::http::{self, AppState};
 use crate::hub::{self, Command};
 use crate::latest::SymbolTable;
@@ -97,6 +97,12 @@ pub async fn serve(args: ServeArgs) -> Result<(), StartError> {
         }
         bucket = Some(store);
     }
+    let mut interest_rx = None;
+    if args.role == Role::Edge && args.bus_subscribe == BusSubscribe::Interest {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        start.interest = Some(tx);
+        interest_rx = Some(rx);
+    }
     let (ticks_tx, ticks_rx) = crossbeam_channel::bounded(feed::CHANNEL_BATCHES);
     let hub = hub::spawn(
         args.coalesce,
@@ -109,13 +115,23 @@ pub async fn serve(args: ServeArgs) -> Result<(), StartError> {
         status: 1,
         message: format!("cannot start the hub thread: {e}"),
     })?;
-    if let (Some(b), Some(store), Role::Edge) = (&bus, bucket, args.role) {
-        bus::receive_updates(b.client.clone(), store, hub.clone())
-            .await
-            .map_err(|e| StartError {
-                status: 1,
-                message: e,
-            })?;
+    if let (Some(b), Some(store), Role::Edge) = (&bus, bucket.clone(), args.role) {
+        match interest_rx {
+            Some(rx) => {
+                tokio::spawn(bus::follow_interest(
+                    b.client.clone(),
+                    store,
+                    hub.clone(),
+                    rx,
+                ));
+            }
+            None => bus::receive_updates(b.client.clone(), store, hub.clone())
+                .await
+                .map_err(|e| StartError {
+                    status: 1,
+                    message: e,
+                })?,
+        }
     }
 
     let listener = listen(args.listen, args.reuse_port).map_err(|e| StartError {
@@ -168,6 +184,12 @@ pub async fn serve(args: ServeArgs) -> Result<(), StartError> {
         feed_ready,
         bus_connected: bus.as_ref().map(|b| b.connected.clone()),
         serves_clients: args.role != Role::Ingest,
+        // An edge holds only what its clients follow: /snapshot reads the bucket.
+        last_values: if args.role == Role::Edge {
+            bucket
+        } else {
+            None
+        },
         shutting_down: AtomicBool::new(false),
     });
     info!("listening on http://{local} (WebSocket: ws://{local}/ws)");

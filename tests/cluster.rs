@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 struct Nats {
     child: Child,
     port: u16,
+    monitor: u16,
     dir: tempfile::TempDir,
 }
 
@@ -19,14 +20,33 @@ impl Nats {
             .local_addr()
             .unwrap()
             .port();
+        let monitor = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let dir = tempfile::tempdir().unwrap();
-        let child = Self::spawn(port, dir.path());
-        Nats { child, port, dir }
+        let child = Self::spawn(port, monitor, dir.path());
+        Nats {
+            child,
+            port,
+            monitor,
+            dir,
+        }
     }
 
-    fn spawn(port: u16, store: &std::path::Path) -> Child {
+    fn spawn(port: u16, monitor: u16, store: &std::path::Path) -> Child {
         let child = Command::new("nats-server")
-            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+            .args([
+                "-js",
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "-m",
+                &monitor.to_string(),
+                "-sd",
+            ])
             .arg(store)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -40,6 +60,46 @@ impl Nats {
         child
     }
 
+    /// The tick subjects a node (by `--node` name) is subscribed to, as NATS sees it.
+    async fn subjects_of(&self, node: &str) -> Vec<String> {
+        let addr = format!("127.0.0.1:{}", self.monitor).parse().unwrap();
+        let (_, body) = http_get(addr, "/connz?subs=1", &[]).await;
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let mut subjects: Vec<String> = v["connections"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["name"] == format!("tickcast {node}"))
+            .flat_map(|c| {
+                c["subscriptions_list"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .filter_map(|s| s.as_str().map(str::to_string))
+            .filter(|s| s.starts_with("tickcast.tick."))
+            .collect();
+        subjects.sort();
+        subjects
+    }
+
+    async fn wait_subjects(&self, node: &str, want: &[&str]) {
+        let mut want: Vec<String> = want.iter().map(|s| tickcast::bus::subject(s)).collect();
+        want.sort();
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let got = self.subjects_of(node).await;
+            if got == want {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{node} follows {got:?}, expected {want:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
     }
@@ -51,7 +111,7 @@ impl Nats {
 
     fn restart(&mut self) {
         self.stop();
-        self.child = Self::spawn(self.port, self.dir.path());
+        self.child = Self::spawn(self.port, self.monitor, self.dir.path());
     }
 }
 
@@ -312,4 +372,52 @@ async fn clients_of_a_killed_edge_resume_on_another_with_exactly_what_changed() 
     .map(|(s, seq, v)| (s.to_string(), (seq, v)))
     .collect();
     assert_eq!(held, expected, "the latest value of every symbol");
+}
+
+#[tokio::test]
+async fn an_edge_follows_on_nats_only_the_symbols_its_clients_hold() {
+    let nats = Nats::start();
+    let ing = ingest(&nats);
+    let mut p = ing.publisher();
+    publish(&ing, &mut p, json!({"symbol":"AAPL","bid":1.0})).await;
+    let a = edge(&nats, "edge-a");
+    nats.wait_subjects("edge-a", &[]).await;
+
+    let mut c = subscribed(&a, &["AAPL", "MSFT"]).await;
+    nats.wait_subjects("edge-a", &["AAPL", "MSFT"]).await;
+    // The reply waited for the bucket: AAPL's snapshot is there at once.
+    let snap = c.expect_type("tick").await["payload"].clone();
+    assert_eq!(
+        (snap["symbol"].as_str(), snap["snapshot"].as_bool()),
+        (Some("AAPL"), Some(true))
+    );
+
+    c.send(json!({"type":"unsubscribe","id":2,"payload":{"symbols":["AAPL"]}}))
+        .await;
+    c.expect_type("unsubscribed").await;
+    nats.wait_subjects("edge-a", &["MSFT"]).await;
+    drop(c);
+    nats.wait_subjects("edge-a", &[]).await;
+
+    // The other way, for comparison: one wildcard subscription.
+    let w = Server::start(&[
+        "--role",
+        "edge",
+        "--nats",
+        &nats.url(),
+        "--node",
+        "edge-w",
+        "--bus-subscribe",
+        "wildcard",
+    ]);
+    let deadline = Instant::now() + WAIT;
+    while nats.subjects_of("edge-w").await != ["tickcast.tick.*"] {
+        assert!(
+            Instant::now() < deadline,
+            "the wildcard edge has one subscription for all"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut cw = subscribed(&w, &["AAPL"]).await;
+    assert_eq!(cw.expect_type("tick").await["payload"]["seq"], 1);
 }
