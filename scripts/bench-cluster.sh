@@ -5,12 +5,14 @@
 #
 #   EDGES=7 CONNS=100000 RATE=40 scripts/bench-cluster.sh     # the 100k run
 #   EDGES=3 CONNS=20000 scripts/bench-cluster.sh              # the everyday one (< 2 min)
+#   EDGE_FLAGS="--bus-subscribe wildcard" SYMBOLS=5000 …       # compare how edges follow NATS
 set -euo pipefail
 cd "$(dirname "$0")/.."
 EDGES=${EDGES:-3} CONNS=${CONNS:-20000} RATE=${RATE:-40} DURATION=${DURATION:-20s}
 PORT=${PORT:-18800} NATS_PORT=${NATS_PORT:-14400} JSON=${JSON:-/tmp/bench-cluster.json}
 cargo build --release --workspace -q
-PORT=$PORT NATS_PORT=$NATS_PORT RATE=$RATE scripts/cluster.sh "$EDGES" 2>/tmp/cluster-bench.log &
+PORT=$PORT NATS_PORT=$NATS_PORT RATE=$RATE SYMBOLS=${SYMBOLS:-500} EDGE_FLAGS=${EDGE_FLAGS:-} \
+    scripts/cluster.sh "$EDGES" 2>/tmp/cluster-bench.log &
 CLUSTER=$!
 trap 'kill $CLUSTER 2>/dev/null; wait $CLUSTER 2>/dev/null || true' EXIT
 until grep -q "up —" /tmp/cluster-bench.log 2>/dev/null; do sleep 0.2; done

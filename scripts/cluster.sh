@@ -7,7 +7,8 @@
 #
 # Metrics: ingest on 127.0.0.1:8081, edge i on 127.0.0.1:$((8081 + i)) (as in
 # dashboards/prometheus.yml). Environment: PORT (8080), NATS_PORT (4222),
-# SYMBOLS (500), RATE (5000 ticks/s), BIN (target/release/tickcast).
+# SYMBOLS (500), RATE (5000 ticks/s), BIN (target/release/tickcast),
+# EDGE_FLAGS (extra flags for every edge, e.g. "--bus-subscribe wildcard").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 EDGES=${1:-3} PORT=${PORT:-8080} NATS_PORT=${NATS_PORT:-4222} SYMBOLS=${SYMBOLS:-500} RATE=${RATE:-5000}
@@ -35,7 +36,7 @@ pids+=($!)
 ready 127.0.0.1:8081
 for i in $(seq 1 "$EDGES"); do
     "$BIN" --role edge --nats "$NATS" --node "edge-$i" --listen "127.0.0.1:$PORT" --reuse-port \
-        --metrics-listen "127.0.0.1:$((8081 + i))" 2>"$store/edge-$i.log" &
+        --metrics-listen "127.0.0.1:$((8081 + i))" ${EDGE_FLAGS:-} 2>"$store/edge-$i.log" &
     pids+=($!)
 done
 for i in $(seq 1 "$EDGES"); do ready "127.0.0.1:$((8081 + i))"; done
