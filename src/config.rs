@@ -94,11 +94,11 @@ pub struct ServeArgs {
     pub symbols: u32,
 
     /// Ticks per second of the synthetic feed.
-    #[arg(long, env = "TICKCAST_RATE", default_value_t = 5000.0, value_name = "R", value_parser = parse_rate)]
+    #[arg(long, env = "TICKCAST_RATE", default_value_t = 5000.0, value_name = "R", value_parser = parse_positive)]
     pub rate: f64,
 
     /// Replay speed of a `file:` feed relative to its `ts` pace (0 = as fast as possible).
-    #[arg(long, env = "TICKCAST_REPLAY_SPEED", default_value_t = 1.0, value_name = "X", value_parser = parse_speed)]
+    #[arg(long, env = "TICKCAST_REPLAY_SPEED", default_value_t = 1.0, value_name = "X", value_parser = parse_non_negative)]
     pub replay_speed: f64,
 
     /// The per-symbol coalescing window.
@@ -134,7 +134,7 @@ pub struct ServeArgs {
     pub max_message: u32,
 
     /// Inbound messages per second per connection.
-    #[arg(long, env = "TICKCAST_CLIENT_RATE", default_value_t = 10.0, value_name = "R", value_parser = parse_rate)]
+    #[arg(long, env = "TICKCAST_CLIENT_RATE", default_value_t = 10.0, value_name = "R", value_parser = parse_positive)]
     pub client_rate: f64,
 
     /// Inbound message burst per connection.
@@ -267,14 +267,16 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
-fn parse_rate(s: &str) -> Result<f64, String> {
+/// A finite number above zero.
+pub fn parse_positive(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(r) if r.is_finite() && r > 0.0 => Ok(r),
         _ => Err(format!("`{s}` is not a positive number")),
     }
 }
 
-fn parse_speed(s: &str) -> Result<f64, String> {
+/// A finite number of at least zero.
+pub fn parse_non_negative(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(r) if r.is_finite() && r >= 0.0 => Ok(r),
         _ => Err(format!("`{s}` is not a number ≥ 0")),

@@ -15,16 +15,8 @@ struct Nats {
 
 impl Nats {
     fn start() -> Nats {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let monitor = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
+        let monitor = free_port();
         let dir = tempfile::tempdir().unwrap();
         let child = Self::spawn(port, monitor, dir.path());
         Nats {

@@ -44,14 +44,6 @@ fn loadgen() -> PathBuf {
     path
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 struct Killed(Child);
 
 impl Drop for Killed {

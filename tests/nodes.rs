@@ -42,11 +42,7 @@ async fn without_a_name_the_node_is_host_and_pid() {
 
 #[tokio::test]
 async fn reuse_port_lets_two_processes_serve_one_address() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let listen = format!("127.0.0.1:{port}");
     let _a = Server::start_at(
         &listen,
@@ -81,11 +77,7 @@ async fn reuse_port_lets_two_processes_serve_one_address() {
 
 #[tokio::test]
 async fn metrics_listen_is_this_node_alone() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let own = format!("127.0.0.1:{port}");
     let _s = Server::start(&[
         "--feed",

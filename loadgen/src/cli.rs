@@ -4,7 +4,7 @@ use clap::Parser;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::time::Duration;
-use tickcast::config::parse_duration;
+use tickcast::config::{parse_duration, parse_non_negative, parse_positive};
 
 #[derive(Parser, Debug, Clone)]
 #[command(
@@ -187,20 +187,6 @@ fn parse_feed(s: &str) -> Result<String, String> {
         return Err(format!("`{s}`: write tcp://HOST:PORT"));
     }
     Ok(addr.to_string())
-}
-
-fn parse_positive(s: &str) -> Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
-        _ => Err(format!("`{s}` is not a positive number")),
-    }
-}
-
-fn parse_non_negative(s: &str) -> Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
-        _ => Err(format!("`{s}` is not a number ≥ 0")),
-    }
 }
 
 #[cfg(test)]

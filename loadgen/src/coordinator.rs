@@ -118,15 +118,15 @@ pub fn run(args: Args) -> ExitCode {
             break;
         }
     }
-    let settled_at = totals(&workers).settled_at_us;
-    let connect_s = if settled_at > started_us {
-        (settled_at - started_us) as f64 / 1e6
+    let connected = totals(&workers);
+    let connect_s = if connected.settled_at_us > started_us {
+        (connected.settled_at_us - started_us) as f64 / 1e6
     } else {
         started.elapsed().as_secs_f64()
     };
     progress.done();
-    if totals(&workers).established == 0 {
-        let why = totals(&workers)
+    if connected.established == 0 {
+        let why = connected
             .failures
             .into_iter()
             .map(|(k, v)| format!("{k} ({v})"))

@@ -16,23 +16,12 @@ pub fn upgrade_request(host: &str, path: &str) -> Vec<u8> {
 
 /// A masked client frame.
 pub fn client_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
-    let mask: [u8; 4] = fastrand::u32(..).to_be_bytes();
-    let mut f = Vec::with_capacity(payload.len() + 14);
-    f.push(0x80 | opcode);
-    match payload.len() {
-        n if n < 126 => f.push(0x80 | n as u8),
-        n if n <= 65535 => {
-            f.push(0x80 | 126);
-            f.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            f.push(0x80 | 127);
-            f.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    f.extend_from_slice(&mask);
-    f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-    f
+    tickcast::session::frame::encode_client_frame(
+        true,
+        opcode,
+        payload,
+        fastrand::u32(..).to_be_bytes(),
+    )
 }
 
 /// One server frame found at the start of a buffer.

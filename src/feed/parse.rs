@@ -55,6 +55,19 @@ fn starts_like_object(line: &[u8]) -> bool {
     line.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
 }
 
+/// What a source does with one line (without its newline): a trailing `\r`
+/// is ignored, a blank line is skipped, a bad line is counted in
+/// `tickcast_feed_rejected_total` and skipped.
+pub fn accept(line: &[u8]) -> Option<ParsedTick> {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    if line.iter().all(|b| b.is_ascii_whitespace()) {
+        return None;
+    }
+    parse_line(line)
+        .map_err(|reason| crate::metrics::METRICS.rejected(reason))
+        .ok()
+}
+
 /// Parses one line (without its newline) with serde_json.
 pub fn parse_line(line: &[u8]) -> Result<ParsedTick, RejectReason> {
     if line.len() > MAX_LINE {

@@ -5,10 +5,9 @@
 //! without one goes out right after the line before it, stamped with the
 //! time it is replayed. Bad lines are counted and skipped, as on TCP.
 
-use super::parse::parse_line;
+use super::parse::accept;
 use super::{Batch, Tick, MAX_BATCH};
 use crate::clock::now_us;
-use crate::metrics::METRICS;
 use crossbeam_channel::Sender;
 use std::io::{BufRead, BufReader, Read};
 use std::time::{Duration, Instant};
@@ -22,7 +21,7 @@ pub fn run(file: impl Read, name: &str, speed: f64, tx: Sender<Batch>) {
     let mut lines = 0u64;
     loop {
         line.clear();
-        // Lines over the limit are read whole here and rejected by `parse_line`.
+        // Lines over the limit are read whole here and rejected by `accept`.
         match reader.read_until(b'\n', &mut line) {
             Ok(0) => break,
             Ok(_) => lines += 1,
@@ -31,17 +30,8 @@ pub fn run(file: impl Read, name: &str, speed: f64, tx: Sender<Batch>) {
                 break;
             }
         }
-        let content = line.strip_suffix(b"\n").unwrap_or(&line);
-        let content = content.strip_suffix(b"\r").unwrap_or(content);
-        if content.iter().all(|b| b.is_ascii_whitespace()) {
+        let Some(parsed) = accept(line.strip_suffix(b"\n").unwrap_or(&line)) else {
             continue;
-        }
-        let parsed = match parse_line(content) {
-            Ok(p) => p,
-            Err(reason) => {
-                METRICS.rejected(reason);
-                continue;
-            }
         };
         if let (Some(ts), true) = (parsed.ts, speed > 0.0) {
             let base = *first_ts.get_or_insert(ts);

@@ -5,7 +5,7 @@
 //! TCP slows the publisher down. A bad line is counted and skipped; the lines
 //! around it are processed and the publisher stays connected.
 
-use super::parse::{parse_line, MAX_LINE};
+use super::parse::{accept, MAX_LINE};
 use super::{spawn, Batch, Tick, MAX_BATCH};
 use crate::clock::now_us;
 use crate::metrics::{RejectReason, METRICS};
@@ -89,18 +89,13 @@ impl LineSplitter {
 
 /// Handles one line: a tick into `batch`, or a rejection counted.
 pub fn accept_line(line: &[u8], ts: u64, arrival: Instant, batch: &mut Batch) {
-    let line = line.strip_suffix(b"\r").unwrap_or(line);
-    if line.iter().all(|b| b.is_ascii_whitespace()) {
-        return;
-    }
-    match parse_line(line) {
-        Ok(t) => batch.push(Tick {
+    if let Some(t) = accept(line) {
+        batch.push(Tick {
             symbol: t.symbol,
             fields: t.fields,
             ts: t.ts.unwrap_or(ts),
             arrival,
-        }),
-        Err(reason) => METRICS.rejected(reason),
+        });
     }
 }
 

@@ -171,28 +171,34 @@ impl FrameDecoder {
     }
 }
 
+/// The inverse of [`FrameDecoder`]: a client's masked frame. The server never
+/// sends one; loadgen and the tests do.
+pub fn encode_client_frame(fin: bool, opcode: u8, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
+    let mut f = Vec::with_capacity(payload.len() + 14);
+    f.push((if fin { 0x80 } else { 0 }) | opcode);
+    match payload.len() {
+        n if n < 126 => f.push(0x80 | n as u8),
+        n if n <= 65535 => {
+            f.push(0x80 | 126);
+            f.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            f.push(0x80 | 127);
+            f.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    f.extend_from_slice(&mask);
+    f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    f
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     /// A masked client frame.
     fn frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
-        let mask = [1u8, 2, 3, 4];
-        let mut f = vec![(if fin { 0x80 } else { 0 }) | opcode];
-        match payload.len() {
-            n if n < 126 => f.push(0x80 | n as u8),
-            n if n <= 65535 => {
-                f.push(0x80 | 126);
-                f.extend_from_slice(&(n as u16).to_be_bytes());
-            }
-            n => {
-                f.push(0x80 | 127);
-                f.extend_from_slice(&(n as u64).to_be_bytes());
-            }
-        }
-        f.extend_from_slice(&mask);
-        f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-        f
+        encode_client_frame(fin, opcode, payload, [1, 2, 3, 4])
     }
 
     fn decode_all(d: &mut FrameDecoder, chunks: &[Vec<u8>]) -> Result<Vec<String>, FrameError> {

@@ -474,22 +474,7 @@ impl RawWs {
 
 /// A masked client frame.
 pub fn client_frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
-    let mask = [0x12u8, 0x34, 0x56, 0x78];
-    let mut f = vec![(if fin { 0x80 } else { 0 }) | opcode];
-    match payload.len() {
-        n if n < 126 => f.push(0x80 | n as u8),
-        n if n <= 65535 => {
-            f.push(0x80 | 126);
-            f.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            f.push(0x80 | 127);
-            f.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    f.extend_from_slice(&mask);
-    f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-    f
+    tickcast::session::frame::encode_client_frame(fin, opcode, payload, [0x12, 0x34, 0x56, 0x78])
 }
 
 /// A feed publisher writing NDJSON lines to `--feed tcp://`.
@@ -512,6 +497,15 @@ impl Publisher {
     pub fn tick(&mut self, v: Value) {
         self.line(&v.to_string());
     }
+}
+
+/// A loopback port free right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Realtime microseconds, as the server stamps `ts` and `pub`.
