@@ -67,9 +67,14 @@ fn parse(c: &mut Criterion) {
 
 fn parse_and_coalesce(c: &mut Criterion) {
     let lines = feed_lines(4096);
+    let limits = tickcast::hub::HubLimits {
+        max_symbols: 1024,
+        max_unknown_symbols: 64,
+        max_unknown_names: 100_000,
+    };
     let mut hub = Hub::new(
         Duration::from_millis(100),
-        1024,
+        limits,
         Arc::new(SymbolTable::default()),
     );
     let mut g = c.benchmark_group("ingest");

@@ -147,7 +147,8 @@ pub struct ServeArgs {
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub max_symbols: u32,
 
-    /// File holding the HS256 secret; turns authentication on.
+    /// File holding the HS256 secret; turns authentication on. The secret may
+    /// instead be given in the environment variable TICKCAST_AUTH_SECRET.
     #[arg(long, env = "TICKCAST_AUTH_SECRET_FILE", value_name = "PATH")]
     pub auth_secret_file: Option<PathBuf>,
 
@@ -219,6 +220,39 @@ pub struct ServeArgs {
         value_name = "BYTES"
     )]
     pub send_buffer: u32,
+
+    /// Most WebSocket connections at once; beyond it an upgrade gets 503 with
+    /// Retry-After (default: derived from the open-files limit, keeping
+    /// descriptors in reserve for health checks, metrics and the feed).
+    #[arg(long, env = "TICKCAST_MAX_CONNECTIONS", value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: Option<u32>,
+
+    /// Most connections in their HTTP phase (handshake, plain requests) at
+    /// once; beyond it a new connection gets 503 and is closed (default: an
+    /// eighth of the open-files limit, at most 1024).
+    #[arg(long, env = "TICKCAST_MAX_HANDSHAKES", value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_handshakes: Option<u32>,
+
+    /// Largest HTTP request head (request line and headers) in bytes; larger: 431.
+    #[arg(long, env = "TICKCAST_MAX_HEADER_SIZE", default_value_t = 16384, value_name = "BYTES",
+          value_parser = clap::value_parser!(u32).range(1024..=1_048_576))]
+    pub max_header_size: u32,
+
+    /// Web pages allowed to connect: `*` (any) or a comma-separated list of
+    /// origins (`https://app.example.com`). A browser upgrade or `/snapshot`
+    /// call from another origin gets 403; requests without `Origin` and pages
+    /// served by tickcast itself are always allowed.
+    #[arg(long, env = "TICKCAST_ALLOWED_ORIGINS", default_value = "*", value_name = "LIST",
+          value_parser = crate::http::origin::Origins::parse)]
+    pub allowed_origins: crate::http::origin::Origins,
+
+    /// Symbols without a value (nothing published yet) one connection may
+    /// wait for; beyond it, `error` `unknown_symbol`.
+    #[arg(long, env = "TICKCAST_MAX_UNKNOWN_SYMBOLS", default_value_t = 64, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    pub max_unknown_symbols: u32,
 }
 
 #[derive(Args, Debug)]
@@ -232,9 +266,14 @@ pub struct TokenArgs {
     /// Lifetime of the token (query-string tokens must live at most 5m).
     #[arg(long, default_value = "5m", value_parser = parse_duration)]
     pub ttl: Duration,
-    /// Token id (`jti`); a random one is used when omitted.
-    #[arg(long)]
+    /// Token id (`jti`); a random one is used when omitted. A token with a
+    /// `jti` is accepted once, however it is presented.
+    #[arg(long, conflicts_with = "reusable")]
     pub jti: Option<String>,
+    /// No `jti`: the token may be presented any number of times until it
+    /// expires (in an `Authorization` header; query-string tokens need a `jti`).
+    #[arg(long)]
+    pub reusable: bool,
     /// File holding the HS256 secret.
     #[arg(long, env = "TICKCAST_AUTH_SECRET_FILE", value_name = "PATH")]
     pub auth_secret_file: Option<PathBuf>,

@@ -12,7 +12,14 @@
 //! value. Every update released after the registration is in the client's
 //! queue after that entry, so snapshot + queue never miss an update, and the
 //! writer's per-symbol `seq` filter throws away anything older.
+//!
+//! A name without a value (nothing has been published for it yet) costs the
+//! hub an entry and every client that waits for it a subscription, so both
+//! are capped: at most `max_unknown_symbols` per client and
+//! `max_unknown_names` in all; beyond them a client gets `unknown_symbol`
+//! instead of a subscription. Names with a value are what the feed made.
 
+use crate::auth::Claims;
 use crate::clock::now_us;
 use crate::coalesce::{Coalescer, Outcome, Release};
 use crate::encode::TickState;
@@ -45,10 +52,29 @@ pub enum Interest {
 
 /// A `subscribed` reply waiting for the bus to bring some of its symbols up to date.
 struct Deferred {
+    reply: Reply,
+    waiting: HashSet<u32>,
+}
+
+/// A `subscribe` being answered: what was subscribed, which of those the
+/// request added (only those may still be refused), and its errors.
+struct Reply {
     client: u64,
     id: Option<i64>,
     symbols: Vec<SubscribedSymbol>,
-    waiting: HashSet<u32>,
+    added: HashSet<u32>,
+    errors: Vec<bytes::Bytes>,
+}
+
+/// The hub's caps on what clients may hold.
+#[derive(Clone, Copy, Debug)]
+pub struct HubLimits {
+    /// Symbols per connection (`--max-symbols`).
+    pub max_symbols: u32,
+    /// Symbols without a value per connection (`--max-unknown-symbols`).
+    pub max_unknown_symbols: u32,
+    /// Names without a value, held by all clients together.
+    pub max_unknown_names: usize,
 }
 
 /// Requests from sessions and the server to the hub.
@@ -60,12 +86,20 @@ pub enum Command {
     Remote(Update),
     Register(Arc<Outbox>),
     Unregister(u64),
-    /// Symbols are valid and entitled (checked by the session).
+    /// Symbols are valid and entitled (checked by the session); `errors`
+    /// (for the symbols the session refused) follow the `subscribed` reply.
     Subscribe {
         client: u64,
         id: Option<i64>,
         symbols: Vec<String>,
         since: Vec<(String, u64)>,
+        errors: Vec<bytes::Bytes>,
+    },
+    /// The client's token was refreshed: end the subscriptions it no longer allows.
+    Reauthorize {
+        client: u64,
+        id: Option<i64>,
+        claims: Arc<Claims>,
     },
     Unsubscribe {
         client: u64,
@@ -89,6 +123,11 @@ impl HubHandle {
     pub fn send(&self, command: Command) {
         // Fails only once the hub has stopped, when nothing is left to tell.
         let _ = self.commands.send(command);
+    }
+
+    /// A handle on a channel of one's own (tests read the commands).
+    pub fn from_sender(commands: Sender<Command>) -> HubHandle {
+        HubHandle { commands }
     }
 }
 
@@ -132,7 +171,9 @@ pub struct Hub {
     by_name: HashMap<Box<str>, u32>,
     table: Arc<SymbolTable>,
     clients: HashMap<u64, Client>,
-    max_symbols: usize,
+    limits: HubLimits,
+    /// Entries without a value (named by clients, nothing published yet).
+    valueless: usize,
     releases: Vec<Release>,
     /// Writers to wake at the end of this pass: waking them only then lets a
     /// client's updates of one pass leave in one write.
@@ -161,13 +202,13 @@ pub struct Start {
 /// Starts the hub thread.
 pub fn spawn(
     window: Duration,
-    max_symbols: u32,
+    limits: HubLimits,
     table: Arc<SymbolTable>,
     ticks: Receiver<Batch>,
     start: Start,
 ) -> std::io::Result<HubHandle> {
     let (tx, rx) = crossbeam_channel::unbounded();
-    let mut hub = Hub::new(window, max_symbols, table);
+    let mut hub = Hub::new(window, limits, table);
     for u in &start.restored {
         hub.restore(u);
     }
@@ -180,7 +221,7 @@ pub fn spawn(
 }
 
 impl Hub {
-    pub fn new(window: Duration, max_symbols: u32, table: Arc<SymbolTable>) -> Hub {
+    pub fn new(window: Duration, limits: HubLimits, table: Arc<SymbolTable>) -> Hub {
         Hub {
             coalescer: Coalescer::new(window),
             entries: Vec::new(),
@@ -188,7 +229,8 @@ impl Hub {
             by_name: HashMap::new(),
             table,
             clients: HashMap::new(),
-            max_symbols: max_symbols as usize,
+            limits,
+            valueless: 0,
             releases: Vec::new(),
             to_wake: Vec::new(),
             tap: None,
@@ -285,10 +327,14 @@ impl Hub {
         let id = self.intern(u.symbol.as_str());
         self.coalescer.resume_seq(id, u.state.seq);
         if let Some(entry) = self.entries[id as usize].as_ref() {
-            entry
-                .slot
-                .latest
-                .store(Some(Arc::new(Latest::new(id, &entry.slot.name, u.state))));
+            let before =
+                entry
+                    .slot
+                    .latest
+                    .swap(Some(Arc::new(Latest::new(id, &entry.slot.name, u.state))));
+            if before.is_none() {
+                self.valueless -= 1;
+            }
             self.table.insert(entry.slot.clone());
         }
     }
@@ -317,6 +363,7 @@ impl Hub {
         }
         let latest = Arc::new(Latest::new(id, &entry.slot.name, state));
         if entry.slot.latest.swap(Some(latest.clone())).is_none() {
+            self.valueless -= 1;
             self.table.insert(entry.slot.clone());
         }
         for outbox in &entry.subscribers.list {
@@ -343,6 +390,7 @@ impl Hub {
             self.entries[id as usize] = Some(entry);
         }
         self.by_name.insert(name.into(), id);
+        self.valueless += 1;
         id
     }
 
@@ -358,6 +406,7 @@ impl Hub {
             if let Some(e) = self.entries[id as usize].take() {
                 self.by_name.remove(&e.slot.name);
                 self.free_ids.push(id);
+                self.valueless -= 1;
             }
         }
     }
@@ -376,7 +425,7 @@ impl Hub {
                 );
             }
             Command::Unregister(client) => {
-                self.deferred.retain(|d| d.client != client);
+                self.deferred.retain(|d| d.reply.client != client);
                 if let Some(c) = self.clients.remove(&client) {
                     METRICS.subscriptions.add(-(c.symbols.len() as i64));
                     for id in c.symbols {
@@ -389,7 +438,9 @@ impl Hub {
                 id,
                 symbols,
                 since,
-            } => self.subscribe(client, id, symbols, since),
+                errors,
+            } => self.subscribe(client, id, symbols, since, errors),
+            Command::Reauthorize { client, id, claims } => self.reauthorize(client, id, &claims),
             Command::Unsubscribe {
                 client,
                 id,
@@ -409,6 +460,7 @@ impl Hub {
         id: Option<i64>,
         symbols: Vec<String>,
         since: Vec<(String, u64)>,
+        errors: Vec<bytes::Bytes>,
     ) {
         let Some(c) = self.clients.get(&client) else {
             return;
@@ -421,20 +473,26 @@ impl Hub {
                     .is_none_or(|sid| !c.symbols.contains(sid))
             })
             .count();
-        if c.symbols.len() + new > self.max_symbols {
+        let max = self.limits.max_symbols as usize;
+        if c.symbols.len() + new > max {
             let e = RequestError::new(
                 id,
                 ErrorCode::TooManySymbols,
                 format!(
-                    "subscribing to {new} more symbols would pass the limit of {} per connection ({} subscribed); nothing subscribed",
-                    self.max_symbols,
+                    "subscribing to {new} more symbols would pass the limit of {max} per connection ({} subscribed); nothing subscribed",
                     c.symbols.len()
                 ),
             );
             c.outbox.push_control(Control::Frame(e.frame()));
             return;
         }
-        let mut subscribed = Vec::with_capacity(symbols.len());
+        let mut reply = Reply {
+            client,
+            id,
+            symbols: Vec::with_capacity(symbols.len()),
+            added: HashSet::new(),
+            errors,
+        };
         for name in &symbols {
             let sid = self.intern(name);
             let Some(c) = self.clients.get_mut(&client) else {
@@ -442,6 +500,7 @@ impl Hub {
             };
             let entry = self.entries[sid as usize].as_mut().expect("interned above");
             if c.symbols.insert(sid) {
+                reply.added.insert(sid);
                 entry.subscribers.add(&c.outbox);
                 METRICS.subscriptions.add(1);
                 if entry.subscribers.list.len() == 1 {
@@ -453,30 +512,124 @@ impl Hub {
                 }
             }
             let since = since.iter().find(|(s, _)| s == name).map(|(_, seq)| *seq);
-            subscribed.push(SubscribedSymbol {
+            reply.symbols.push(SubscribedSymbol {
                 slot: entry.slot.clone(),
                 since,
             });
         }
-        let waiting: HashSet<u32> = subscribed
+        let waiting: HashSet<u32> = reply
+            .symbols
             .iter()
             .map(|s| s.slot.id)
             .filter(|sid| self.refreshing.contains(sid))
             .collect();
         if waiting.is_empty() {
+            self.answer(reply);
+        } else {
+            self.deferred.push(Deferred { reply, waiting });
+        }
+    }
+
+    /// Sends a `subscribed` reply, once every symbol in it is up to date.
+    /// Symbols the request added that still have no value are refused past
+    /// the caps on names without a value (and unsubscribed again).
+    fn answer(&mut self, mut reply: Reply) {
+        let Some(c) = self.clients.get(&reply.client) else {
+            return;
+        };
+        let valueless = |slot: &SymbolSlot| slot.latest.load().is_none();
+        let mut held = c
+            .symbols
+            .iter()
+            .filter(|sid| {
+                self.entries[**sid as usize]
+                    .as_ref()
+                    .is_some_and(|e| valueless(&e.slot))
+            })
+            .count();
+        let mut names = self.valueless;
+        let mut refused = Vec::new();
+        let mut kept = Vec::with_capacity(reply.symbols.len());
+        for s in std::mem::take(&mut reply.symbols).into_iter().rev() {
+            let over = held > self.limits.max_unknown_symbols as usize
+                || names > self.limits.max_unknown_names;
+            if over && reply.added.contains(&s.slot.id) && valueless(&s.slot) {
+                held -= 1;
+                let only_holder = self.entries[s.slot.id as usize]
+                    .as_ref()
+                    .is_some_and(|e| e.subscribers.list.len() == 1);
+                if only_holder {
+                    names -= 1;
+                }
+                refused.push(s.slot.clone());
+            } else {
+                kept.push(s);
+            }
+        }
+        kept.reverse();
+        reply.symbols = kept;
+        if !refused.is_empty() {
+            let names: Vec<String> = refused.iter().rev().map(|s| s.name.to_string()).collect();
+            for slot in &refused {
+                if let Some(c) = self.clients.get_mut(&reply.client) {
+                    c.symbols.remove(&slot.id);
+                }
+                METRICS.subscriptions.add(-1);
+                self.drop_subscriber(slot.id, reply.client);
+            }
+            let message = format!(
+                "{} no value yet, and this connection (at most {}) or this server (at most {}) waits for as many symbols without one as it may",
+                if names.len() == 1 { "has" } else { "have" },
+                self.limits.max_unknown_symbols,
+                self.limits.max_unknown_names
+            );
+            let e = RequestError::for_symbols(reply.id, ErrorCode::UnknownSymbol, names, message);
+            reply.errors.push(e.frame());
+        }
+        if let Some(c) = self.clients.get(&reply.client) {
+            c.outbox.push_control(Control::Subscribed {
+                id: reply.id,
+                symbols: reply.symbols,
+                errors: reply.errors,
+            });
+        }
+    }
+
+    /// Ends the client's subscriptions that `claims` no longer allow, and says so.
+    fn reauthorize(&mut self, client: u64, id: Option<i64>, claims: &Claims) {
+        let Some(c) = self.clients.get_mut(&client) else {
+            return;
+        };
+        let entries = &self.entries;
+        let name = |sid: u32| entries[sid as usize].as_ref().map(|e| e.slot.clone());
+        let ended: Vec<Arc<SymbolSlot>> = c
+            .symbols
+            .iter()
+            .filter_map(|sid| name(*sid))
+            .filter(|slot| !claims.allows(&slot.name))
+            .collect();
+        for slot in &ended {
+            c.symbols.remove(&slot.id);
+        }
+        for d in self
+            .deferred
+            .iter_mut()
+            .filter(|d| d.reply.client == client)
+        {
+            d.reply.symbols.retain(|s| claims.allows(&s.slot.name));
+        }
+        METRICS.subscriptions.add(-(ended.len() as i64));
+        for slot in &ended {
+            self.drop_subscriber(slot.id, client);
+        }
+        if !ended.is_empty() {
             if let Some(c) = self.clients.get(&client) {
-                c.outbox.push_control(Control::Subscribed {
+                c.outbox.push_control(Control::Unsubscribed {
                     id,
-                    symbols: subscribed,
+                    symbols: ended,
+                    reason: Some("forbidden"),
                 });
             }
-        } else {
-            self.deferred.push(Deferred {
-                client,
-                id,
-                symbols: subscribed,
-                waiting,
-            });
         }
     }
 
@@ -492,20 +645,19 @@ impl Hub {
             return;
         }
         let mut still = Vec::with_capacity(self.deferred.len());
+        let mut ready = Vec::new();
         for mut d in std::mem::take(&mut self.deferred) {
             d.waiting.remove(&sid);
             if d.waiting.is_empty() {
-                if let Some(c) = self.clients.get(&d.client) {
-                    c.outbox.push_control(Control::Subscribed {
-                        id: d.id,
-                        symbols: d.symbols,
-                    });
-                }
+                ready.push(d.reply);
             } else {
                 still.push(d);
             }
         }
         self.deferred = still;
+        for reply in ready {
+            self.answer(reply);
+        }
     }
 
     /// Removes one subscriber of a symbol; tells the bus when it was the last.
@@ -543,6 +695,7 @@ impl Hub {
             c.outbox.push_control(Control::Unsubscribed {
                 id,
                 symbols: removed,
+                reason: None,
             });
         }
     }
@@ -569,7 +722,15 @@ mod tests {
 
     fn hub() -> (Hub, Arc<SymbolTable>) {
         let table = Arc::new(SymbolTable::default());
-        (Hub::new(Duration::from_secs(60), 3, table.clone()), table)
+        let limits = HubLimits {
+            max_symbols: 3,
+            max_unknown_symbols: 2,
+            max_unknown_names: 4,
+        };
+        (
+            Hub::new(Duration::from_secs(60), limits, table.clone()),
+            table,
+        )
     }
 
     fn client(hub: &mut Hub, id: u64) -> Arc<Outbox> {
@@ -584,6 +745,7 @@ mod tests {
             id: Some(1),
             symbols: symbols.iter().map(|s| s.to_string()).collect(),
             since: vec![],
+            errors: vec![],
         });
     }
 
@@ -672,6 +834,12 @@ mod tests {
     fn too_many_symbols_subscribes_nothing() {
         let (mut hub, _) = hub();
         let a = client(&mut hub, 1);
+        hub.on_batch(&vec![
+            tick("A", 1.0),
+            tick("B", 1.0),
+            tick("C", 1.0),
+            tick("D", 1.0),
+        ]);
         subscribe(&mut hub, 1, &["A", "B"]);
         subscribe(&mut hub, 1, &["B", "C", "D"]);
         let control = a.take_control();
@@ -708,5 +876,133 @@ mod tests {
             hub.by_name.contains_key("AAPL"),
             "a symbol with a value stays"
         );
+    }
+
+    fn subscribed_names(control: &std::collections::VecDeque<Control>) -> Vec<String> {
+        control
+            .iter()
+            .find_map(|c| match c {
+                Control::Subscribed { symbols, .. } => {
+                    Some(symbols.iter().map(|s| s.slot.name.to_string()).collect())
+                }
+                _ => None,
+            })
+            .expect("a subscribed reply")
+    }
+
+    fn error_text(control: &std::collections::VecDeque<Control>) -> String {
+        control
+            .iter()
+            .find_map(|c| match c {
+                Control::Subscribed { errors, .. } => Some(
+                    errors
+                        .iter()
+                        .map(|e| String::from_utf8_lossy(e).into_owned())
+                        .collect(),
+                ),
+                _ => None,
+            })
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn symbols_without_a_value_are_capped_per_client_and_in_all() {
+        let (mut hub, _) = hub();
+        hub.limits.max_symbols = 10;
+        hub.on_batch(&vec![tick("AAPL", 1.0)]);
+        let a = client(&mut hub, 1);
+        subscribe(&mut hub, 1, &["AAPL", "N1", "N2"]);
+        assert_eq!(subscribed_names(&a.take_control()), ["AAPL", "N1", "N2"]);
+        // A third name without a value passes this client's cap of 2.
+        subscribe(&mut hub, 1, &["N3"]);
+        let control = a.take_control();
+        assert!(subscribed_names(&control).is_empty());
+        assert!(
+            error_text(&control).contains("unknown_symbol"),
+            "{}",
+            error_text(&control)
+        );
+        assert!(
+            !hub.by_name.contains_key("N3"),
+            "a refused name costs nothing"
+        );
+        // Re-subscribing to a held one is not refused.
+        subscribe(&mut hub, 1, &["N1"]);
+        assert_eq!(subscribed_names(&a.take_control()), ["N1"]);
+        // Across clients: 4 names without a value at most.
+        let b = client(&mut hub, 2);
+        subscribe(&mut hub, 2, &["M1", "M2"]);
+        assert_eq!(subscribed_names(&b.take_control()), ["M1", "M2"]);
+        let c = client(&mut hub, 3);
+        subscribe(&mut hub, 3, &["N1", "Z1"]);
+        let control = c.take_control();
+        assert_eq!(
+            subscribed_names(&control),
+            ["N1"],
+            "a name others wait for costs nothing new"
+        );
+        assert!(error_text(&control).contains("Z1"));
+        assert_eq!(hub.valueless, 4);
+        // Once the feed publishes one, it has a value and frees a place.
+        hub.on_batch(&vec![tick("N1", 1.0)]);
+        assert_eq!(hub.valueless, 3);
+        subscribe(&mut hub, 3, &["Z1"]);
+        assert_eq!(subscribed_names(&c.take_control()), ["Z1"]);
+        hub.on_command(Command::Unregister(1));
+        hub.on_command(Command::Unregister(2));
+        hub.on_command(Command::Unregister(3));
+        assert_eq!(hub.valueless, 0, "every name without a value was forgotten");
+    }
+
+    #[test]
+    fn a_narrower_refresh_ends_subscriptions_at_once() {
+        let (mut hub, _) = hub();
+        let a = client(&mut hub, 1);
+        hub.on_batch(&vec![tick("AAPL", 1.0), tick("TSLA", 1.0)]);
+        subscribe(&mut hub, 1, &["AAPL", "TSLA"]);
+        a.take_control();
+        while a.pop_tick().is_some() {}
+        let claims = Claims {
+            sub: "alice".into(),
+            exp: u64::MAX,
+            iat: None,
+            nbf: None,
+            jti: None,
+            symbols: Some(vec!["AAPL".into()]),
+        };
+        hub.on_command(Command::Reauthorize {
+            client: 1,
+            id: Some(9),
+            claims: Arc::new(claims),
+        });
+        let control = a.take_control();
+        match &control[0] {
+            Control::Unsubscribed {
+                id,
+                symbols,
+                reason,
+            } => {
+                assert_eq!(*id, Some(9));
+                assert_eq!(symbols.len(), 1);
+                assert_eq!(&*symbols[0].name, "TSLA");
+                assert_eq!(*reason, Some("forbidden"));
+            }
+            _ => panic!("expected unsubscribed"),
+        }
+        hub.release_due();
+        hub.on_batch(&vec![tick("TSLA", 2.0)]);
+        let mut out = Vec::new();
+        let t0 = Instant::now() + Duration::from_secs(61);
+        hub.coalescer.release_due(t0, 0, &mut out);
+        for r in out {
+            hub.publish(r.id, r.state);
+        }
+        while let Some(t) = a.pop_tick() {
+            assert_eq!(
+                &*hub.entries[t.id as usize].as_ref().unwrap().slot.name,
+                "AAPL"
+            );
+        }
+        assert_eq!(hub.clients[&1].symbols.len(), 1);
     }
 }

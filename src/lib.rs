@@ -25,6 +25,7 @@
 //!
 //! Binaries: `tickcast` (this crate's `main.rs`) and `loadgen/` (its own crate).
 
+pub mod admission;
 pub mod auth;
 pub mod bus;
 pub mod clock;
@@ -35,6 +36,7 @@ pub mod feed;
 pub mod http;
 pub mod hub;
 pub mod latest;
+pub mod listener;
 pub mod log;
 pub mod metrics;
 pub mod protocol;

@@ -62,10 +62,11 @@ fn token(args: TokenArgs) -> ExitCode {
         sub: args.sub,
         exp: now + args.ttl.as_secs().max(1),
         iat: Some(now),
-        jti: Some(
+        nbf: None,
+        jti: (!args.reusable).then(|| {
             args.jti
-                .unwrap_or_else(|| format!("{:032x}", fastrand::u128(..))),
-        ),
+                .unwrap_or_else(|| format!("{:032x}", fastrand::u128(..)))
+        }),
         symbols: (!args.symbols.is_empty()).then_some(args.symbols),
     };
     println!("{}", auth::sign(&secret, &claims));

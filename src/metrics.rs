@@ -221,6 +221,46 @@ pub enum UpgradeResult {
     Rejected,
 }
 
+/// Why a connection or an upgrade was refused before any session began
+/// (`tickcast_refused_total{reason}`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// Not a valid WebSocket upgrade (no Host, HTTP/1.0, a bad key …): 400.
+    BadRequest = 0,
+    /// A browser `Origin` that `--allowed-origins` does not list: 403.
+    Origin,
+    /// `--max-connections` reached: 503.
+    MaxConnections,
+    /// `--max-handshakes` connections were already in their HTTP phase: 503.
+    Handshakes,
+    /// The process could not accept (out of file descriptors): counted per failure.
+    AcceptFailed,
+    /// Shutting down, or a cluster ingest (serves no clients): 503.
+    Unavailable,
+}
+
+impl Refusal {
+    pub const ALL: [Refusal; 6] = [
+        Refusal::BadRequest,
+        Refusal::Origin,
+        Refusal::MaxConnections,
+        Refusal::Handshakes,
+        Refusal::AcceptFailed,
+        Refusal::Unavailable,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Refusal::BadRequest => "bad_request",
+            Refusal::Origin => "origin",
+            Refusal::MaxConnections => "max_connections",
+            Refusal::Handshakes => "handshakes",
+            Refusal::AcceptFailed => "accept_failed",
+            Refusal::Unavailable => "unavailable",
+        }
+    }
+}
+
 /// All of tickcast's own metrics.
 pub struct Metrics {
     pub connections: Gauge,
@@ -234,6 +274,12 @@ pub struct Metrics {
     pub disconnects: [Counter; DisconnectReason::ALL.len()],
     pub fanout_latency: Histogram,
     pub coalesce_delay: Histogram,
+    // What the server refused, and its limits (the hardening's metrics).
+    pub refused: [Counter; Refusal::ALL.len()],
+    pub auth_failures: [Counter; crate::auth::TokenError::ALL.len()],
+    pub client_errors: [Counter; crate::protocol::ErrorCode::ALL.len()],
+    pub handshakes: Gauge,
+    pub max_connections: Gauge,
 }
 
 /// The process-wide metrics.
@@ -249,6 +295,11 @@ pub static METRICS: Metrics = Metrics {
     disconnects: [const { Counter::new() }; DisconnectReason::ALL.len()],
     fanout_latency: Histogram::new(),
     coalesce_delay: Histogram::new(),
+    refused: [const { Counter::new() }; Refusal::ALL.len()],
+    auth_failures: [const { Counter::new() }; crate::auth::TokenError::ALL.len()],
+    client_errors: [const { Counter::new() }; crate::protocol::ErrorCode::ALL.len()],
+    handshakes: Gauge::new(),
+    max_connections: Gauge::new(),
 };
 
 impl Metrics {
@@ -260,6 +311,17 @@ impl Metrics {
     }
     pub fn disconnect(&self, reason: DisconnectReason) {
         self.disconnects[reason as usize].inc();
+    }
+    pub fn refused(&self, why: Refusal) {
+        self.refused[why as usize].inc();
+    }
+    pub fn auth_failure(&self, e: crate::auth::TokenError) {
+        if let Some(i) = crate::auth::TokenError::ALL.iter().position(|x| *x == e) {
+            self.auth_failures[i].inc();
+        }
+    }
+    pub fn client_error(&self, code: crate::protocol::ErrorCode) {
+        self.client_errors[code as usize].inc();
     }
 }
 
@@ -454,8 +516,70 @@ fn render_series(ready: bool) -> String {
         "From a tick's arrival to the release of the update that carries it.",
         &m.coalesce_delay,
     );
+    render_refusals(&mut out);
     process_metrics(&mut out);
     out
+}
+
+/// What the server refused and why, and the limits it enforces.
+fn render_refusals(out: &mut String) {
+    let m = &METRICS;
+    header(
+        out,
+        "tickcast_refused_total",
+        "counter",
+        "Connections and upgrades refused before a session began, by reason.",
+    );
+    for (r, c) in Refusal::ALL.iter().zip(&m.refused) {
+        let _ = writeln!(
+            out,
+            "tickcast_refused_total{{reason=\"{}\"}} {}",
+            r.label(),
+            c.get()
+        );
+    }
+    header(
+        out,
+        "tickcast_auth_failures_total",
+        "counter",
+        "Tokens refused, by reason.",
+    );
+    for (e, c) in crate::auth::TokenError::ALL.iter().zip(&m.auth_failures) {
+        let _ = writeln!(
+            out,
+            "tickcast_auth_failures_total{{reason=\"{}\"}} {}",
+            e.label(),
+            c.get()
+        );
+    }
+    header(
+        out,
+        "tickcast_client_errors_total",
+        "counter",
+        "error replies sent to clients, by code.",
+    );
+    for (e, c) in crate::protocol::ErrorCode::ALL.iter().zip(&m.client_errors) {
+        let _ = writeln!(
+            out,
+            "tickcast_client_errors_total{{code=\"{}\"}} {}",
+            e.as_str(),
+            c.get()
+        );
+    }
+    header(
+        out,
+        "tickcast_handshakes",
+        "gauge",
+        "Connections in their HTTP phase (before an upgrade or between requests).",
+    );
+    let _ = writeln!(out, "tickcast_handshakes {}", m.handshakes.get());
+    header(
+        out,
+        "tickcast_max_connections",
+        "gauge",
+        "The --max-connections limit in force.",
+    );
+    let _ = writeln!(out, "tickcast_max_connections {}", m.max_connections.get());
 }
 
 /// `process_*` metrics as the Prometheus client libraries define them.

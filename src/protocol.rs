@@ -24,9 +24,21 @@ pub enum ErrorCode {
     TooManySymbols,
     Unauthorized,
     RateLimited,
+    UnknownSymbol,
 }
 
 impl ErrorCode {
+    pub const ALL: [ErrorCode; 8] = [
+        ErrorCode::BadRequest,
+        ErrorCode::UnknownType,
+        ErrorCode::InvalidSymbol,
+        ErrorCode::Forbidden,
+        ErrorCode::TooManySymbols,
+        ErrorCode::Unauthorized,
+        ErrorCode::RateLimited,
+        ErrorCode::UnknownSymbol,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorCode::BadRequest => "bad_request",
@@ -36,6 +48,7 @@ impl ErrorCode {
             ErrorCode::TooManySymbols => "too_many_symbols",
             ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::UnknownSymbol => "unknown_symbol",
         }
     }
 }
@@ -91,7 +104,8 @@ impl ClientMessage {
 pub struct RequestError {
     pub id: Option<i64>,
     pub code: ErrorCode,
-    pub symbol: Option<String>,
+    /// The symbols at fault, if the error is about symbols.
+    pub symbols: Vec<String>,
     pub message: String,
 }
 
@@ -100,31 +114,40 @@ impl RequestError {
         RequestError {
             id,
             code,
-            symbol: None,
+            symbols: Vec::new(),
             message: message.into(),
         }
     }
 
-    pub fn for_symbol(
+    /// One error for every symbol of a request that failed the same way
+    /// (one reply per request and code, however many symbols: replies to one
+    /// request always fit the client's control queue).
+    pub fn for_symbols(
         id: Option<i64>,
         code: ErrorCode,
-        symbol: &str,
+        symbols: Vec<String>,
         message: impl Into<String>,
     ) -> RequestError {
         RequestError {
             id,
             code,
-            symbol: Some(symbol.to_string()),
+            symbols,
             message: message.into(),
         }
     }
 
-    /// The `error` message frame.
+    /// The `error` message frame: `symbols` lists the symbols at fault, and
+    /// `symbol` names it too when there is exactly one (as protocol v1 did).
+    /// Counted in `tickcast_client_errors_total`.
     pub fn frame(&self) -> Bytes {
+        crate::metrics::METRICS.client_error(self.code);
         let mut payload = Map::new();
         payload.insert("code".into(), self.code.as_str().into());
-        if let Some(s) = &self.symbol {
-            payload.insert("symbol".into(), s.clone().into());
+        if let [one] = &self.symbols[..] {
+            payload.insert("symbol".into(), one.clone().into());
+        }
+        if !self.symbols.is_empty() {
+            payload.insert("symbols".into(), self.symbols.clone().into());
         }
         payload.insert("message".into(), self.message.clone().into());
         message("error", self.id, Value::Object(payload))
@@ -168,8 +191,49 @@ thread_local! {
     static PARSER: RefCell<(Vec<u8>, simd_json::Buffers)> = RefCell::new((Vec::new(), simd_json::Buffers::default()));
 }
 
+/// Deepest nesting of arrays and objects a client message may have. Ours
+/// need 3 (`{"payload":{"since":{…}}}`); parsers recurse per level, and a
+/// message of nothing but `[` would otherwise take a worker's stack.
+pub const MAX_DEPTH: usize = 8;
+
+/// Whether `json` nests arrays and objects at most `max` deep. A byte scan
+/// that skips strings (and their escapes); it does not validate, it only
+/// bounds what a parser will be asked to do.
+pub fn nesting_within(json: &[u8], max: usize) -> bool {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &b in json {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return false;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    true
+}
+
 /// Parses one text message.
 pub fn parse_client_message(text: &str) -> Result<ClientMessage, RequestError> {
+    if !nesting_within(text.as_bytes(), MAX_DEPTH) {
+        return Err(bad(
+            None,
+            format!("not a message: nested more than {MAX_DEPTH} deep"),
+        ));
+    }
     PARSER.with(|cell| {
         let (scratch, buffers) = &mut *cell.borrow_mut();
         scratch.clear();
@@ -257,21 +321,29 @@ pub fn message(kind: &str, id: Option<i64>, payload: Value) -> Bytes {
     text_frame(&serde_json::to_vec(&Value::Object(obj)).unwrap_or_default())
 }
 
-/// `epoch` names the lineage of `seq` numbers: they compare only within one
-/// epoch (a restarted single node starts `seq` over, with a new epoch).
-pub fn welcome(
-    session: &str,
-    heartbeat_ms: u64,
-    max_symbols: u32,
-    epoch: u64,
-    node: &str,
-) -> Bytes {
-    message(
-        "welcome",
-        None,
-        json!({"session": session, "server": concat!("tickcast/", env!("CARGO_PKG_VERSION")),
-               "heartbeat_ms": heartbeat_ms, "max_symbols": max_symbols, "epoch": epoch, "node": node}),
-    )
+/// What `welcome` tells a client.
+pub struct Welcome<'a> {
+    pub session: &'a str,
+    pub heartbeat_ms: u64,
+    pub max_symbols: u32,
+    /// The inbound message limit in bytes (a client splits its requests under it).
+    pub max_message: usize,
+    /// Names the lineage of `seq` numbers: they compare only within one epoch
+    /// (a restarted single node starts `seq` over, with a new epoch).
+    pub epoch: u64,
+    pub node: &'a str,
+    /// When the connection's token expires (seconds since the epoch), if it has one.
+    pub exp: Option<u64>,
+}
+
+pub fn welcome(w: &Welcome) -> Bytes {
+    let mut payload = json!({"session": w.session, "server": concat!("tickcast/", env!("CARGO_PKG_VERSION")),
+               "heartbeat_ms": w.heartbeat_ms, "max_symbols": w.max_symbols,
+               "max_message": w.max_message, "epoch": w.epoch, "node": w.node});
+    if let Some(exp) = w.exp {
+        payload["exp"] = exp.into();
+    }
+    message("welcome", None, payload)
 }
 
 pub fn subscribed(id: Option<i64>, symbols: &[&str], unknown: &[&str]) -> Bytes {
@@ -282,8 +354,17 @@ pub fn subscribed(id: Option<i64>, symbols: &[&str], unknown: &[&str]) -> Bytes 
     )
 }
 
-pub fn unsubscribed(id: Option<i64>, symbols: &[&str]) -> Bytes {
-    message("unsubscribed", id, json!({"symbols": symbols}))
+/// `reason` is present when the server ended the subscriptions itself
+/// (`forbidden`: a token refresh narrowed the entitlements).
+pub fn unsubscribed(id: Option<i64>, symbols: &[&str], reason: Option<&str>) -> Bytes {
+    match reason {
+        Some(reason) => message(
+            "unsubscribed",
+            id,
+            json!({"symbols": symbols, "reason": reason}),
+        ),
+        None => message("unsubscribed", id, json!({"symbols": symbols})),
+    }
 }
 
 pub fn pong(id: Option<i64>, ts: u64) -> Bytes {
@@ -389,17 +470,29 @@ mod tests {
 
     #[test]
     fn replies_have_the_spec_shape() {
-        let f = RequestError::for_symbol(
+        let f = RequestError::for_symbols(
             Some(1),
             ErrorCode::Forbidden,
-            "TSLA",
+            vec!["TSLA".into()],
             "not entitled to TSLA",
         )
         .frame();
         let v: Value = serde_json::from_slice(&f[2..]).unwrap();
         assert_eq!(
             v,
-            json!({"type":"error","id":1,"payload":{"code":"forbidden","symbol":"TSLA","message":"not entitled to TSLA"}})
+            json!({"type":"error","id":1,"payload":{"code":"forbidden","symbol":"TSLA","symbols":["TSLA"],"message":"not entitled to TSLA"}})
+        );
+        let f = RequestError::for_symbols(
+            None,
+            ErrorCode::InvalidSymbol,
+            vec!["A B".into(), "C D".into()],
+            "2 invalid",
+        )
+        .frame();
+        let v: Value = serde_json::from_slice(&f[2..]).unwrap();
+        assert_eq!(
+            v,
+            json!({"type":"error","payload":{"code":"invalid_symbol","symbols":["A B","C D"],"message":"2 invalid"}})
         );
         let f = subscribed(Some(1), &["AAPL", "MSFT"], &["MSFT"]);
         let v: Value = serde_json::from_slice(&f[2..]).unwrap();
@@ -407,5 +500,21 @@ mod tests {
             v,
             json!({"type":"subscribed","id":1,"payload":{"symbols":["AAPL","MSFT"],"unknown":["MSFT"]}})
         );
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_before_parsing() {
+        assert!(nesting_within(br#"{"a":{"b":[1,{"c":2}]}}"#, 4));
+        assert!(!nesting_within(br#"{"a":{"b":[1,{"c":2}]}}"#, 3));
+        assert!(
+            nesting_within(br#"{"a":"[[[[[[[[[[[[\"{{{{"}"#, 1),
+            "brackets in strings do not count"
+        );
+        let deep = "[".repeat(100_000);
+        assert_eq!(code(&deep), (None, ErrorCode::BadRequest));
+        let deep = format!(r#"{{"type":"ping","id":1,"x":{}}}"#, "[".repeat(50));
+        assert_eq!(code(&deep), (None, ErrorCode::BadRequest));
+        let ok = r#"{"type":"subscribe","id":1,"payload":{"symbols":["A"],"since":{"A":1}}}"#;
+        assert!(parse_client_message(ok).is_ok());
     }
 }

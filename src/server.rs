@@ -8,20 +8,21 @@
 use crate::auth::Authenticator;
 use crate::bus;
 use crate::config::{BusSubscribe, Role, ServeArgs, SlowConsumer};
-use crate::http::{self, AppState};
-use crate::hub::{self, Command};
+use crate::http::{AppState, Routes};
+use crate::hub::{self, Command, HubLimits};
 use crate::latest::SymbolTable;
+use crate::listener::{self, HttpLimits};
 use crate::metrics::METRICS;
 use crate::protocol::close;
 use crate::session::{Limits, SessionContext};
 use crate::{feed, info, warn};
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::net::TcpStream;
+
+/// Names without a value (named by clients, never published) one node holds
+/// for all its clients together; see [`HubLimits`].
+pub const MAX_UNKNOWN_NAMES: usize = 100_000;
 
 /// A failure to start, with the exit status it deserves.
 #[derive(Debug)]
@@ -104,17 +105,18 @@ pub async fn serve(args: ServeArgs) -> Result<(), StartError> {
         interest_rx = Some(rx);
     }
     let (ticks_tx, ticks_rx) = crossbeam_channel::bounded(feed::CHANNEL_BATCHES);
-    let hub = hub::spawn(
-        args.coalesce,
-        args.max_symbols,
-        table.clone(),
-        ticks_rx,
-        start,
-    )
-    .map_err(|e| StartError {
-        status: 1,
-        message: format!("cannot start the hub thread: {e}"),
-    })?;
+    let hub_limits = HubLimits {
+        max_symbols: args.max_symbols,
+        max_unknown_symbols: args.max_unknown_symbols,
+        max_unknown_names: MAX_UNKNOWN_NAMES,
+    };
+    let hub =
+        hub::spawn(args.coalesce, hub_limits, table.clone(), ticks_rx, start).map_err(|e| {
+            StartError {
+                status: 1,
+                message: format!("cannot start the hub thread: {e}"),
+            }
+        })?;
     if let (Some(b), Some(store), Role::Edge) = (&bus, bucket.clone(), args.role) {
         match interest_rx {
             Some(rx) => {
@@ -134,17 +136,20 @@ pub async fn serve(args: ServeArgs) -> Result<(), StartError> {
         }
     }
 
-    let listener = listen(args.listen, args.reuse_port).map_err(|e| StartError {
+    let listener = listener::listen(args.listen, args.reuse_port).map_err(|e| StartError {
         status: 1,
         message: format!("--listen {}: cannot listen: {e}", args.listen),
     })?;
-    // With --metrics-listen, this node alone also answers HTTP on its own address.
+    // With --metrics-listen, this node alone also answers operators on its own address.
     let mut listeners = vec![];
     if let Some(addr) = args.metrics_listen {
-        listeners.push(listen(addr, false).map_err(|e| StartError {
-            status: 1,
-            message: format!("--metrics-listen {addr}: cannot listen: {e}"),
-        })?);
+        listeners.push((
+            listener::listen(addr, false).map_err(|e| StartError {
+                status: 1,
+                message: format!("--metrics-listen {addr}: cannot listen: {e}"),
+            })?,
+            Routes::Operator,
+        ));
         info!("metrics on http://{addr}/metrics");
     }
     let local = listener.local_addr().map_err(|e| StartError {
@@ -176,6 +181,14 @@ pub async fn serve(args: ServeArgs) -> Result<(), StartError> {
         auth_timeout: args.auth_timeout,
         close_grace: args.drain_timeout,
     };
+    let admission = listener::admission(
+        args.max_connections.map(|n| n as usize),
+        args.max_handshakes.map(|n| n as usize),
+        FEED_PUBLISHERS_RESERVED,
+    );
+    METRICS
+        .max_connections
+        .add(admission.max_connections() as i64);
     let state = Arc::new(AppState {
         sessions: Arc::new(SessionContext::new(limits, hub.clone(), auth.clone(), node)),
         table,
@@ -191,17 +204,27 @@ pub async fn serve(args: ServeArgs) -> Result<(), StartError> {
             None
         },
         shutting_down: AtomicBool::new(false),
+        admission,
+        origins: args.allowed_origins.clone(),
     });
-    info!("listening on http://{local} (WebSocket: ws://{local}/ws)");
-    listeners.insert(0, listener);
+    info!(
+        "listening on http://{local} (WebSocket: ws://{local}/ws; at most {} connections)",
+        state.admission.max_connections()
+    );
+    listeners.insert(0, (listener, Routes::Public));
 
-    for listener in listeners {
-        accept_thread(
+    let http_limits = HttpLimits {
+        handshake_timeout: args.handshake_timeout,
+        max_header_size: args.max_header_size as usize,
+        send_buffer: args.send_buffer,
+    };
+    for (listener, routes) in listeners {
+        listener::accept_thread(
             listener,
             tokio::runtime::Handle::current(),
             state.clone(),
-            args.handshake_timeout,
-            args.send_buffer,
+            routes,
+            http_limits.clone(),
         )
         .map_err(|e| StartError {
             status: 1,
@@ -227,76 +250,9 @@ pub async fn serve(args: ServeArgs) -> Result<(), StartError> {
     Ok(())
 }
 
-/// Most connections waiting to be accepted. The kernel caps it at
-/// `net.core.somaxconn` (4096 on current kernels); tokio's default of 1024
-/// overflows when thousands of clients connect at once, and each overflow
-/// costs a client a SYN retransmit (1 s, then 3 s).
-const LISTEN_BACKLOG: i32 = 4096;
-
-fn listen(addr: std::net::SocketAddr, reuse_port: bool) -> std::io::Result<std::net::TcpListener> {
-    use socket2::{Domain, Socket, Type};
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
-    socket.set_reuse_address(true)?;
-    socket.set_reuse_port(reuse_port)?;
-    socket.bind(&addr.into())?;
-    socket.listen(LISTEN_BACKLOG)?;
-    Ok(socket.into())
-}
-
-/// Accepts on its own OS thread. An accept task on the runtime would wait its
-/// turn behind every writer woken by a busy feed, the backlog would overflow
-/// and new clients would pay seconds of SYN retransmits; here the backlog is
-/// always drained, and the handshake itself queues on the runtime instead.
-fn accept_thread(
-    listener: std::net::TcpListener,
-    runtime: tokio::runtime::Handle,
-    state: Arc<AppState>,
-    handshake_timeout: Duration,
-    send_buffer: u32,
-) -> std::io::Result<()> {
-    std::thread::Builder::new()
-        .name("accept".into())
-        .spawn(move || loop {
-            match listener.accept() {
-                Ok((stream, _peer)) => {
-                    let state = state.clone();
-                    runtime.spawn(async move {
-                        if stream.set_nonblocking(true).is_ok() {
-                            if let Ok(stream) = TcpStream::from_std(stream) {
-                                serve_connection(stream, state, handshake_timeout, send_buffer)
-                                    .await;
-                            }
-                        }
-                    });
-                }
-                Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    warn!("accept failed: {e}");
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-            }
-        })?;
-    Ok(())
-}
-
-async fn serve_connection(
-    stream: TcpStream,
-    state: Arc<AppState>,
-    handshake_timeout: Duration,
-    send_buffer: u32,
-) {
-    let _ = stream.set_nodelay(true);
-    if send_buffer > 0 {
-        let _ = socket2::SockRef::from(&stream).set_send_buffer_size(send_buffer as usize);
-    }
-    let service = service_fn(move |req| http::handle(req, state.clone()));
-    let connection = http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(handshake_timeout)
-        .serve_connection(TokioIo::new(stream), service)
-        .with_upgrades();
-    let _ = connection.await;
-}
+/// Descriptors kept for feed publishers when the connection cap is derived
+/// from the open-files limit.
+const FEED_PUBLISHERS_RESERVED: usize = 64;
 
 /// SIGTERM and SIGINT, handled from the moment this is created: before the
 /// server says it listens, so that no signal meets the default action (death).

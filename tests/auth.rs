@@ -170,13 +170,13 @@ async fn entitlements_forbid_per_symbol_with_prefixes() {
     c.expect_type("welcome").await;
     c.send(json!({"type":"subscribe","id":1,"payload":{"symbols":["AAPL","FX:EUR/USD","TSLA"]}}))
         .await;
+    let sub = c.expect_type("subscribed").await;
+    assert_eq!(sub["payload"]["symbols"], json!(["AAPL", "FX:EUR/USD"]));
     let e = c.expect_type("error").await;
     assert_eq!(
         e,
-        json!({"type":"error","id":1,"payload":{"code":"forbidden","symbol":"TSLA","message":"not entitled to TSLA"}})
+        json!({"type":"error","id":1,"payload":{"code":"forbidden","symbol":"TSLA","symbols":["TSLA"],"message":"not entitled to `TSLA`"}})
     );
-    let sub = c.expect_type("subscribed").await;
-    assert_eq!(sub["payload"]["symbols"], json!(["AAPL", "FX:EUR/USD"]));
 }
 
 #[tokio::test]
@@ -220,7 +220,15 @@ async fn snapshot_uses_the_same_authentication() {
     let mut p = s.publisher();
     p.tick(json!({"symbol":"AAPL","bid":1.0}));
     p.tick(json!({"symbol":"TSLA","bid":2.0}));
-    let t = token(&["--sub", "alice", "--symbols", "AAPL", "--ttl", "1h"]);
+    let t = token(&[
+        "--sub",
+        "alice",
+        "--symbols",
+        "AAPL",
+        "--ttl",
+        "1h",
+        "--reusable",
+    ]);
     let bearer = format!("Bearer {t}");
     assert_eq!(http_get(s.addr, "/snapshot?symbols=AAPL", &[]).await.0, 401);
     let (status, body) = http_get(

@@ -7,17 +7,23 @@
 //! is incomplete, so an idle connection holds no buffer at all.
 //! Unmasking is fastwebsockets' SIMD `unmask`.
 //!
-//! Limits are checked on the header, before any payload is kept: a frame or
-//! fragmented message over `max_message` is refused at once (1009).
+//! Every length a client sends is hostile: it is checked on the header,
+//! before any payload is kept, with arithmetic that cannot wrap. A frame or
+//! fragmented message over `max_message` is refused at once (1009), so the
+//! decoder never holds more than one message's worth of bytes.
 
 /// A complete frame or message, borrowed from the decoder or the input.
 #[derive(Debug, PartialEq)]
 pub enum Frame<'a> {
     /// A whole text message (fragments joined); not yet checked for UTF-8.
     Text(&'a [u8]),
+    /// A fragment of a text message that is not the last one: it is kept by
+    /// the decoder, and reported so that the caller can count frames.
+    Fragment,
     Ping(&'a [u8]),
     Pong,
-    /// A close frame and its status code, if it had one.
+    /// A close frame and its status code, if it had one (already checked:
+    /// a code a peer may send, and a UTF-8 reason).
     Close(Option<u16>),
 }
 
@@ -28,6 +34,8 @@ pub enum FrameError {
     TooBig,
     /// 1003: a binary message.
     Binary,
+    /// 1007: a close reason that is not UTF-8.
+    NotUtf8,
     /// 1002: a framing rule was broken.
     Protocol(&'static str),
 }
@@ -39,6 +47,13 @@ pub enum Flow {
     Stop,
 }
 
+/// Whether a peer may send this close code (RFC 6455 §7.4: 1000–1003,
+/// 1007–1011, the IANA-registered 1012–1014, and 3000–4999 for libraries and
+/// applications; never 1004–1006 or 1015, which mean "no code" or "no close").
+pub fn is_sendable_close_code(code: u16) -> bool {
+    matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
+}
+
 pub struct FrameDecoder {
     max_message: usize,
     /// Bytes of an incomplete frame (empty, unallocated, most of the time).
@@ -48,6 +63,9 @@ pub struct FrameDecoder {
     in_message: bool,
 }
 
+/// Largest frame header: 2 bytes, a 64-bit length, the mask.
+const MAX_HEADER: usize = 14;
+
 impl FrameDecoder {
     pub fn new(max_message: usize) -> FrameDecoder {
         FrameDecoder {
@@ -56,6 +74,11 @@ impl FrameDecoder {
             message: Vec::new(),
             in_message: false,
         }
+    }
+
+    /// Bytes held between calls (an incomplete frame and a fragmented message).
+    pub fn held(&self) -> usize {
+        self.partial.len() + self.message.len()
     }
 
     /// Decodes `data` (which it may unmask in place), calling `on_frame` for
@@ -104,10 +127,15 @@ impl FrameDecoder {
             }
             let (len, header) = match b[1] & 0x7f {
                 126 if b.len() >= 4 => (u16::from_be_bytes([b[2], b[3]]) as u64, 4),
-                127 if b.len() >= 10 => (
-                    u64::from_be_bytes(b[2..10].try_into().unwrap_or_default()),
-                    10,
-                ),
+                127 if b.len() >= 10 => {
+                    let len = u64::from_be_bytes([b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9]]);
+                    if len >> 63 != 0 {
+                        return Err(FrameError::Protocol(
+                            "64-bit payload length with the most significant bit set",
+                        ));
+                    }
+                    (len, 10)
+                }
                 126 | 127 => return Ok((pos, Flow::Continue)),
                 n => (n as u64, 2),
             };
@@ -125,15 +153,19 @@ impl FrameDecoder {
                     return Err(FrameError::Protocol("new message inside a fragmented one"))
                 }
                 0x0 | 0x1 => {
-                    if self.message.len() as u64 + len > self.max_message as u64 {
+                    // What the message may still grow by: never negative, never wrapping.
+                    let room = self.max_message.saturating_sub(self.message.len()) as u64;
+                    if len > room {
                         return Err(FrameError::TooBig);
                     }
                 }
                 0x8..=0xA => {}
                 _ => return Err(FrameError::Protocol("unknown opcode")),
             }
+            // `len` is now at most max_message (or 125), so this cannot overflow.
             let len = len as usize;
             let total = header + 4 + len;
+            debug_assert!(total <= self.max_message.max(125) + MAX_HEADER);
             if b.len() < total {
                 return Ok((pos, Flow::Continue));
             }
@@ -146,7 +178,7 @@ impl FrameDecoder {
                 0x1 => {
                     self.message.extend_from_slice(payload);
                     self.in_message = true;
-                    Flow::Continue
+                    on_frame(Frame::Fragment)
                 }
                 0x0 => {
                     self.message.extend_from_slice(payload);
@@ -155,18 +187,34 @@ impl FrameDecoder {
                         let message = std::mem::take(&mut self.message);
                         on_frame(Frame::Text(&message))
                     } else {
-                        Flow::Continue
+                        on_frame(Frame::Fragment)
                     }
                 }
-                0x8 => on_frame(Frame::Close(
-                    (len >= 2).then(|| u16::from_be_bytes([payload[0], payload[1]])),
-                )),
+                0x8 => on_frame(Frame::Close(close_code(payload)?)),
                 0x9 => on_frame(Frame::Ping(payload)),
                 _ => on_frame(Frame::Pong),
             };
             if flow == Flow::Stop {
                 return Ok((pos, Flow::Stop));
             }
+        }
+    }
+}
+
+/// The status code of a close frame's payload, checked (RFC 6455 §5.5.1, §7.4).
+fn close_code(payload: &[u8]) -> Result<Option<u16>, FrameError> {
+    match payload {
+        [] => Ok(None),
+        [_] => Err(FrameError::Protocol("a close payload of one byte")),
+        [hi, lo, reason @ ..] => {
+            let code = u16::from_be_bytes([*hi, *lo]);
+            if !is_sendable_close_code(code) {
+                return Err(FrameError::Protocol("a close code that may not be sent"));
+            }
+            if std::str::from_utf8(reason).is_err() {
+                return Err(FrameError::NotUtf8);
+            }
+            Ok(Some(code))
         }
     }
 }
@@ -210,6 +258,7 @@ mod tests {
                     Frame::Text(t) => format!("text:{}", String::from_utf8_lossy(t)),
                     Frame::Ping(p) => format!("ping:{}", String::from_utf8_lossy(p)),
                     Frame::Pong => "pong".into(),
+                    Frame::Fragment => "fragment".into(),
                     Frame::Close(c) => format!("close:{c:?}"),
                 });
                 Flow::Continue
@@ -254,7 +303,7 @@ mod tests {
         ];
         assert_eq!(
             decode_all(&mut d, &chunks).unwrap(),
-            vec!["ping:", "text:abcde"]
+            vec!["fragment", "ping:", "fragment", "text:abcde"]
         );
     }
 
@@ -315,5 +364,90 @@ mod tests {
                 Err(expected)
             );
         }
+    }
+
+    /// A frame header claiming `len` bytes (64-bit form), with a mask and no payload.
+    fn header_claiming(fin: bool, opcode: u8, len: u64) -> Vec<u8> {
+        let mut f = vec![(if fin { 0x80 } else { 0 }) | opcode, 0x80 | 127];
+        f.extend_from_slice(&len.to_be_bytes());
+        f.extend_from_slice(&[1, 2, 3, 4]);
+        f
+    }
+
+    #[test]
+    fn lengths_that_would_wrap_are_refused_not_summed() {
+        for first in [1usize, 20, 4000] {
+            for claim in [
+                u64::MAX,
+                u64::MAX - first as u64 + 1,
+                1 << 63,
+                (1 << 63) - 1,
+            ] {
+                let mut d = FrameDecoder::new(4096);
+                let got = decode_all(
+                    &mut d,
+                    &[
+                        frame(false, 1, &vec![b'a'; first]),
+                        header_claiming(true, 0, claim),
+                    ],
+                );
+                let expected = if claim >> 63 != 0 {
+                    FrameError::Protocol("64-bit payload length with the most significant bit set")
+                } else {
+                    FrameError::TooBig
+                };
+                assert_eq!(got, Err(expected), "first {first}, claim {claim}");
+                assert!(d.held() <= 4096 + MAX_HEADER);
+            }
+        }
+    }
+
+    #[test]
+    fn the_decoder_never_holds_more_than_one_message() {
+        let mut d = FrameDecoder::new(100);
+        // Fragments up to the limit, then one more byte: refused before it is kept.
+        let mut chunks = vec![];
+        for _ in 0..10 {
+            chunks.push(frame(
+                false,
+                if chunks.is_empty() { 1 } else { 0 },
+                &[b'x'; 10],
+            ));
+        }
+        chunks.push(frame(false, 0, b"y"));
+        assert_eq!(decode_all(&mut d, &chunks), Err(FrameError::TooBig));
+        assert!(d.held() <= 100);
+    }
+
+    #[test]
+    fn close_frames_are_checked() {
+        let close =
+            |payload: &[u8]| decode_all(&mut FrameDecoder::new(4096), &[frame(true, 8, payload)]);
+        assert_eq!(close(b"").unwrap(), vec!["close:None"]);
+        for ok in [1000u16, 1001, 1003, 1007, 1011, 1012, 1014, 3000, 4999] {
+            assert_eq!(
+                close(&ok.to_be_bytes()).unwrap(),
+                vec![format!("close:Some({ok})")]
+            );
+        }
+        for bad in [
+            0u16, 999, 1004, 1005, 1006, 1015, 1016, 2000, 2999, 5000, 65535,
+        ] {
+            assert_eq!(
+                close(&bad.to_be_bytes()),
+                Err(FrameError::Protocol("a close code that may not be sent")),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            close(b"\x03"),
+            Err(FrameError::Protocol("a close payload of one byte"))
+        );
+        let mut not_utf8 = 1000u16.to_be_bytes().to_vec();
+        not_utf8.extend_from_slice(&[0xff, 0xfe]);
+        assert_eq!(close(&not_utf8), Err(FrameError::NotUtf8));
+        let mut utf8 = 1000u16.to_be_bytes().to_vec();
+        utf8.extend_from_slice("bye ✓".as_bytes());
+        assert_eq!(close(&utf8).unwrap(), vec!["close:Some(1000)"]);
     }
 }

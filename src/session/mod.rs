@@ -5,6 +5,11 @@
 //! vectored write per batch). They never wait on each other: the reader
 //! and the hub hand the writer work through the outbox, and each side ends
 //! the other by closing the outbox or shutting the socket down.
+//!
+//! However a session ends — the client leaves, a limit closes it, a task
+//! panics — [`SessionGuard`] unregisters it from the hub, counts the
+//! disconnect and gives back its connection permit: a session is never
+//! left half alive, holding its socket and still receiving ticks.
 
 pub mod frame;
 pub mod outbox;
@@ -12,9 +17,10 @@ pub mod rate;
 pub mod reader;
 pub mod writer;
 
+use crate::admission::ConnectionPermit;
 use crate::auth::{Authenticator, Claims};
-use crate::hub::HubHandle;
-use crate::metrics::METRICS;
+use crate::hub::{Command, HubHandle};
+use crate::metrics::{DisconnectReason, METRICS};
 use bytes::Bytes;
 use outbox::Outbox;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -86,6 +92,7 @@ pub async fn run(
     stream: TcpStream,
     already_read: Bytes,
     identity: Identity,
+    permit: ConnectionPermit,
 ) {
     let id = ctx.next_id.fetch_add(1, Ordering::Relaxed);
     let outbox = Arc::new(Outbox::new(
@@ -94,8 +101,71 @@ pub async fn run(
         ctx.limits.close_on_overflow,
     ));
     let (read, write) = stream.into_split();
-    METRICS.connections.add(1);
+    let _guard = SessionGuard::new(ctx.hub.clone(), outbox.clone(), permit);
     tokio::spawn(writer::run(outbox.clone(), write, ctx.limits.close_grace));
     reader::run(ctx, outbox, read, already_read, identity).await;
-    METRICS.connections.add(-1);
+}
+
+/// Registers a session with the hub and the metrics, and undoes both when
+/// dropped — on a normal end and while unwinding from a panic alike.
+pub struct SessionGuard {
+    hub: HubHandle,
+    outbox: Arc<Outbox>,
+    _permit: Option<ConnectionPermit>,
+}
+
+impl SessionGuard {
+    pub fn new(hub: HubHandle, outbox: Arc<Outbox>, permit: ConnectionPermit) -> SessionGuard {
+        Self::register(hub, outbox, Some(permit))
+    }
+
+    fn register(
+        hub: HubHandle,
+        outbox: Arc<Outbox>,
+        permit: Option<ConnectionPermit>,
+    ) -> SessionGuard {
+        METRICS.connections.add(1);
+        hub.send(Command::Register(outbox.clone()));
+        SessionGuard {
+            hub,
+            outbox,
+            _permit: permit,
+        }
+    }
+}
+
+impl Drop for SessionGuard {
+    fn drop(&mut self) {
+        let reason = self.outbox.reason().unwrap_or(DisconnectReason::Client);
+        self.outbox.set_reason(reason);
+        // Stops the writer (it closes the socket once its close frame is out).
+        self.outbox.reader_finished();
+        self.hub.send(Command::Unregister(self.outbox.id));
+        METRICS.disconnect(reason);
+        METRICS.connections.add(-1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_session_is_unregistered_all_the_same() {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let hub = HubHandle::from_sender(tx);
+        let outbox = Arc::new(Outbox::new(42, 4, false));
+        let task = tokio::spawn({
+            let outbox = outbox.clone();
+            async move {
+                let _guard = SessionGuard::register(hub, outbox, None);
+                panic!("a bug in the reader");
+            }
+        });
+        assert!(task.await.unwrap_err().is_panic());
+        assert!(matches!(rx.try_recv(), Ok(Command::Register(_))));
+        assert!(matches!(rx.try_recv(), Ok(Command::Unregister(42))));
+        assert!(outbox.is_closing(), "the writer is told to stop");
+        assert!(outbox.is_reader_done());
+    }
 }

@@ -38,15 +38,19 @@ pub struct SubscribedSymbol {
 pub enum Control {
     /// A ready frame (welcome, pong, error, ping, close echo …).
     Frame(Bytes),
-    /// The hub registered these symbols: reply `subscribed`, then send snapshots.
+    /// The hub registered these symbols: reply `subscribed`, then the
+    /// request's `error`s (symbols refused), then send snapshots.
     Subscribed {
         id: Option<i64>,
         symbols: Vec<SubscribedSymbol>,
+        errors: Vec<Bytes>,
     },
-    /// The hub removed these symbols: reply `unsubscribed`, stop sending them.
+    /// The hub removed these symbols: reply `unsubscribed` (with a reason when
+    /// the server ended them itself), stop sending them.
     Unsubscribed {
         id: Option<i64>,
         symbols: Vec<Arc<SymbolSlot>>,
+        reason: Option<&'static str>,
     },
     /// Send a close frame with this code, then stop.
     Close { code: u16, reason: &'static str },

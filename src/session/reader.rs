@@ -6,15 +6,21 @@
 //! one timer (next ping, pong deadline, token expiry, auth deadline, close
 //! grace) in the same `select!`. Everything it does per message is
 //! synchronous: replies go to the outbox, (un)subscriptions to the hub.
+//!
+//! Every frame the client sends draws on its rate limit — messages, pings,
+//! pongs and fragments alike — so no kind of frame can be flooded. Once a
+//! close has begun the reader takes at most [`CLOSING_READ_LIMIT`] more
+//! bytes while it waits for the client's answer.
 
 use super::frame::{Flow, Frame, FrameDecoder, FrameError};
 use super::outbox::{Control, Outbox};
 use super::rate::{RateLimiter, Verdict};
 use super::{Identity, SessionContext};
+use crate::auth::TokenUse;
 use crate::clock::{now_secs, now_us};
 use crate::encode::{self, OP_PING, OP_PONG};
 use crate::hub::Command;
-use crate::metrics::{DisconnectReason, METRICS};
+use crate::metrics::DisconnectReason;
 use crate::protocol::{self, close, ClientMessage, ErrorCode, RequestError};
 use crate::symbol;
 use bytes::Bytes;
@@ -25,6 +31,10 @@ use tokio::net::tcp::OwnedReadHalf;
 
 /// Error replies (other than `rate_limited`) a connection may earn before it is closed with 1008.
 pub const MAX_PROTOCOL_ERRORS: u32 = 20;
+
+/// Bytes read from a client once its connection is closing, at most (a
+/// client that floods instead of answering the close is cut off).
+pub const CLOSING_READ_LIMIT: usize = 64 * 1024;
 
 /// Bytes read from a socket per `read` call.
 const SCRATCH: usize = 16 * 1024;
@@ -46,12 +56,15 @@ struct Conn {
     /// Set once the server decided to close; the reader waits for the
     /// client's close frame until then + grace.
     closing_since: Option<Instant>,
+    /// Bytes read since the close began.
+    read_while_closing: usize,
     /// Input can no longer be decoded (a framing error): wait for EOF.
     discard: bool,
     done: bool,
 }
 
-/// Runs the reader until the connection ends, then unregisters it.
+/// Runs the reader until the connection ends. The session's guard does the
+/// cleanup, so an early return or a panic here leaks nothing.
 pub async fn run(
     ctx: Arc<SessionContext>,
     outbox: Arc<Outbox>,
@@ -63,7 +76,7 @@ pub async fn run(
     let limits = ctx.limits.clone();
     let mut decoder = FrameDecoder::new(limits.max_message);
     let mut conn = Conn {
-        outbox: outbox.clone(),
+        outbox,
         rate: RateLimiter::new(limits.client_rate, limits.client_burst, now),
         errors: 0,
         next_ping: now + limits.ping_interval,
@@ -71,12 +84,12 @@ pub async fn run(
         auth_deadline: None,
         expires_at: None,
         closing_since: None,
+        read_while_closing: 0,
         discard: false,
         done: false,
         identity: Identity::Anonymous,
         ctx,
     };
-    conn.ctx.hub.send(Command::Register(outbox.clone()));
     match identity {
         Identity::AwaitingAuth => {
             conn.identity = Identity::AwaitingAuth;
@@ -104,11 +117,6 @@ pub async fn run(
             _ = &mut sleep => conn.on_timer(Instant::now()),
         }
     }
-    let reason = outbox.reason().unwrap_or(DisconnectReason::Client);
-    outbox.set_reason(reason);
-    outbox.reader_finished();
-    conn.ctx.hub.send(Command::Unregister(outbox.id));
-    METRICS.disconnect(reason);
 }
 
 /// Reads what the socket has; false once the connection is over.
@@ -120,6 +128,12 @@ fn read_available(read: &OwnedReadHalf, decoder: &mut FrameDecoder, conn: &mut C
             match read.try_read(&mut scratch[..]) {
                 Ok(0) => return false,
                 Ok(n) => {
+                    if conn.closing_since.is_some() {
+                        conn.read_while_closing = conn.read_while_closing.saturating_add(n);
+                        if conn.read_while_closing > CLOSING_READ_LIMIT {
+                            return false;
+                        }
+                    }
                     if !conn.feed(decoder, &mut scratch[..n]) {
                         return false;
                     }
@@ -138,20 +152,24 @@ fn read_available(read: &OwnedReadHalf, decoder: &mut FrameDecoder, conn: &mut C
 impl Conn {
     /// Sends `welcome` and arms the token's expiry.
     fn start(&mut self, identity: Identity) {
+        let mut exp = None;
         if let Identity::User(claims) = &identity {
             self.expires_at = Some(expiry_instant(claims.exp));
+            exp = Some(claims.exp);
         }
         self.identity = identity;
         self.auth_deadline = None;
         let session = format!("{:016x}", fastrand::u64(..));
         let limits = &self.ctx.limits;
-        self.send(protocol::welcome(
-            &session,
-            limits.ping_interval.as_millis() as u64,
-            limits.max_symbols,
-            self.ctx.epoch,
-            &self.ctx.node,
-        ));
+        self.send(protocol::welcome(&protocol::Welcome {
+            session: &session,
+            heartbeat_ms: limits.ping_interval.as_millis() as u64,
+            max_symbols: limits.max_symbols,
+            max_message: limits.max_message,
+            epoch: self.ctx.epoch,
+            node: &self.ctx.node,
+            exp,
+        }));
     }
 
     fn send(&self, frame: Bytes) {
@@ -173,6 +191,7 @@ impl Conn {
                     FrameError::Binary => {
                         (close::UNSUPPORTED_DATA, "binary frames are not supported")
                     }
+                    FrameError::NotUtf8 => (close::INVALID_PAYLOAD, "close reason is not UTF-8"),
                     FrameError::Protocol(why) => (close::PROTOCOL_ERROR, why),
                 };
                 self.close(code, reason, DisconnectReason::Protocol);
@@ -183,33 +202,51 @@ impl Conn {
     }
 
     fn on_frame(&mut self, frame: Frame<'_>) -> Flow {
+        if let Frame::Close(code) = frame {
+            // Answer a client's close with the same code (1000 when it gave none).
+            let echo = code.unwrap_or(close::NORMAL);
+            self.outbox.close(echo, "", DisconnectReason::Client);
+            return Flow::Stop;
+        }
+        if self.closing_since.is_some() {
+            // Only the client's close matters now.
+            return Flow::Continue;
+        }
         match frame {
-            Frame::Text(bytes) => {
-                if self.closing_since.is_none() {
-                    match std::str::from_utf8(bytes) {
-                        Ok(text) => self.on_text(text),
-                        Err(_) => self.close(
-                            close::INVALID_PAYLOAD,
-                            "text frame is not UTF-8",
-                            DisconnectReason::Protocol,
-                        ),
-                    }
-                }
-                Flow::Continue
-            }
+            Frame::Text(bytes) => match std::str::from_utf8(bytes) {
+                Ok(text) => self.on_text(text),
+                Err(_) => self.close(
+                    close::INVALID_PAYLOAD,
+                    "text frame is not UTF-8",
+                    DisconnectReason::Protocol,
+                ),
+            },
             Frame::Ping(payload) => {
-                self.send(encode::frame(OP_PONG, payload));
-                Flow::Continue
+                if self.frame_allowed() {
+                    self.send(encode::frame(OP_PONG, payload));
+                }
             }
-            Frame::Pong => Flow::Continue,
-            Frame::Close(code) => {
-                // Answer a client's close with the same code (1000 when it gave
-                // none or one that may not be sent).
-                let echo = code
-                    .filter(|c| matches!(c, 1000..=1003 | 1007..=1011 | 3000..=4999))
-                    .unwrap_or(close::NORMAL);
-                self.outbox.close(echo, "", DisconnectReason::Client);
-                Flow::Stop
+            Frame::Pong | Frame::Fragment => {
+                self.frame_allowed();
+            }
+            Frame::Close(_) => {}
+        }
+        Flow::Continue
+    }
+
+    /// Charges a frame that is not a whole message to the rate limit: over
+    /// the rate it is ignored, and at twice the rate the client is closed.
+    fn frame_allowed(&mut self) -> bool {
+        match self.rate.check(Instant::now()) {
+            Verdict::Allow => true,
+            Verdict::Limit => false,
+            Verdict::Close => {
+                self.close(
+                    close::RATE_LIMITED,
+                    "frame rate limit exceeded",
+                    DisconnectReason::RateLimit,
+                );
+                false
             }
         }
     }
@@ -245,7 +282,7 @@ impl Conn {
         if let (Identity::AwaitingAuth, ClientMessage::Auth { token, .. }) =
             (&self.identity, &message)
         {
-            match self.ctx.auth.verify(token, now_secs()) {
+            match self.ctx.auth.verify(token, now_secs(), TokenUse::Message) {
                 Ok(claims) => self.start(Identity::User(claims)),
                 Err(e) => self.close(close::UNAUTHORIZED, auth_failed(&e), DisconnectReason::Auth),
             }
@@ -277,35 +314,41 @@ impl Conn {
         }
     }
 
+    /// Checks each symbol (syntax, entitlement) and hands the good ones to the
+    /// hub. The bad ones get one `error` per code, after the `subscribed` reply.
     fn subscribe(&mut self, id: Option<i64>, symbols: Vec<String>, since: Vec<(String, u64)>) {
         let mut accepted: Vec<String> = Vec::with_capacity(symbols.len());
-        let mut refused = false;
+        let mut invalid = Vec::new();
+        let mut forbidden = Vec::new();
         for s in symbols {
-            if accepted.contains(&s) {
+            if accepted.contains(&s) || invalid.contains(&s) || forbidden.contains(&s) {
                 continue;
             }
             if !symbol::is_valid(&s) {
-                let message =
-                    format!("`{s}` is not a symbol: 1 to 32 characters from A-Z a-z 0-9 . _ : / -");
-                self.send(
-                    RequestError::for_symbol(id, ErrorCode::InvalidSymbol, &s, message).frame(),
-                );
-                refused = true;
-            } else if let Identity::User(claims) = &self.identity {
-                if !claims.allows(&s) {
-                    let message = format!("not entitled to {s}");
-                    self.send(
-                        RequestError::for_symbol(id, ErrorCode::Forbidden, &s, message).frame(),
-                    );
-                    refused = true;
-                } else {
-                    accepted.push(s);
-                }
+                invalid.push(s);
+            } else if matches!(&self.identity, Identity::User(claims) if !claims.allows(&s)) {
+                forbidden.push(s);
             } else {
                 accepted.push(s);
             }
         }
-        if refused {
+        let mut errors = Vec::new();
+        if !invalid.is_empty() {
+            let message = format!(
+                "{} not a symbol: 1 to 32 characters from A-Z a-z 0-9 . _ : / -",
+                plural(&invalid, "is", "are")
+            );
+            errors.push(
+                RequestError::for_symbols(id, ErrorCode::InvalidSymbol, invalid, message).frame(),
+            );
+        }
+        if !forbidden.is_empty() {
+            let message = format!("not entitled to {}", plural(&forbidden, "", ""));
+            errors.push(
+                RequestError::for_symbols(id, ErrorCode::Forbidden, forbidden, message).frame(),
+            );
+        }
+        if !errors.is_empty() {
             // One request earns at most one protocol error, however many symbols it got wrong.
             self.count_error();
         }
@@ -318,9 +361,12 @@ impl Conn {
             id,
             symbols: accepted,
             since,
+            errors,
         });
     }
 
+    /// A token refresh: same `sub`, the new token's expiry and entitlements
+    /// from now on (subscriptions it no longer allows end at once).
     fn refresh(&mut self, id: Option<i64>, token: &str) {
         if !self.ctx.auth.enabled() {
             return self.error(RequestError::new(
@@ -332,10 +378,15 @@ impl Conn {
         let Identity::User(current) = &self.identity else {
             return;
         };
-        match self.ctx.auth.verify(token, now_secs()) {
+        match self.ctx.auth.verify(token, now_secs(), TokenUse::Message) {
             Ok(claims) if claims.sub == current.sub => {
                 self.expires_at = Some(expiry_instant(claims.exp));
                 self.send(protocol::authenticated(id, &claims.sub, claims.exp));
+                self.ctx.hub.send(Command::Reauthorize {
+                    client: self.outbox.id,
+                    id,
+                    claims: Arc::new(claims.clone()),
+                });
                 self.identity = Identity::User(claims);
             }
             Ok(_) => self.error(RequestError::new(
@@ -424,11 +475,33 @@ impl Conn {
     }
 }
 
+/// `AAPL` or `AAPL, MSFT` for a message, with the verb agreeing.
+fn plural(symbols: &[String], one: &str, many: &str) -> String {
+    const SHOWN: usize = 5;
+    let mut s = symbols
+        .iter()
+        .take(SHOWN)
+        .map(|s| format!("`{s}`"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    if symbols.len() > SHOWN {
+        s.push_str(&format!(" and {} more", symbols.len() - SHOWN));
+    }
+    let verb = if symbols.len() == 1 { one } else { many };
+    if verb.is_empty() {
+        s
+    } else {
+        format!("{s} {verb}")
+    }
+}
+
 fn auth_failed(e: &crate::auth::TokenError) -> &'static str {
     use crate::auth::TokenError::*;
     match e {
         Expired => "auth failed: token expired",
         BadSignature => "auth failed: bad signature",
+        Replayed => "auth failed: token already used",
+        NotYetValid | IssuedInFuture => "auth failed: token not valid yet",
         _ => "auth failed: malformed token",
     }
 }
@@ -436,5 +509,6 @@ fn auth_failed(e: &crate::auth::TokenError) -> &'static str {
 /// The instant a token expiring at `exp` (seconds since the epoch) runs out.
 fn expiry_instant(exp: u64) -> Instant {
     let left_us = (exp.saturating_mul(1_000_000)).saturating_sub(now_us());
-    Instant::now() + Duration::from_micros(left_us)
+    // Far-future expiries are capped: `Instant` arithmetic must not overflow.
+    Instant::now() + Duration::from_micros(left_us.min(10 * 365 * 86_400 * 1_000_000))
 }

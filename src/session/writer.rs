@@ -6,6 +6,12 @@
 //! in), and writes all pending frames with one `writev` when the socket takes
 //! them. While the socket is full the writer waits without draining more, so
 //! the bounded outbox is where a slow client's backlog lives (and is dropped).
+//!
+//! A frame once started is always finished: a close is written after the
+//! last whole frame, and a connection that must end with a frame half
+//! written (its peer stopped reading for the whole close grace) is reset,
+//! never closed in the middle of a frame. Whatever ends the writer — a
+//! return or a panic — ends the connection too ([`WriterGuard`]).
 
 use super::outbox::{Control, Outbox};
 use crate::clock::now_us;
@@ -34,6 +40,8 @@ struct Sub {
 #[derive(Default)]
 struct Pending {
     frames: VecDeque<Bytes>,
+    /// The front frame is partly written: the stream is mid-frame.
+    mid_frame: bool,
 }
 
 impl Pending {
@@ -53,8 +61,10 @@ impl Pending {
             if n >= front.len() {
                 n -= front.len();
                 self.frames.pop_front();
+                self.mid_frame = false;
             } else {
                 front.advance(n);
+                self.mid_frame = true;
                 n = 0;
             }
         }
@@ -90,13 +100,57 @@ struct Writer {
     pending: Pending,
 }
 
+/// Ends the connection when the writer ends, however it ends (a panic
+/// included): the reader then sees EOF and the session cleans up after itself.
+struct WriterGuard<'a> {
+    outbox: &'a Outbox,
+    socket: &'a OwnedWriteHalf,
+    /// Set once the writer has ended the connection itself.
+    done: bool,
+}
+
+impl Drop for WriterGuard<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.outbox.abort(DisconnectReason::Client);
+            let _ = reset(self.socket);
+        }
+    }
+}
+
+/// How the writer ended the connection.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    /// Shut down after whole frames (a FIN follows).
+    Clean,
+    /// Reset: no FIN may follow, or the peer would take a cut frame for an end.
+    Reset,
+}
+
 /// Runs until the connection closes.
 pub async fn run(outbox: Arc<Outbox>, socket: OwnedWriteHalf, grace: Duration) {
-    let mut w = Writer {
-        outbox,
-        subs: HashMap::new(),
-        pending: Pending::default(),
+    let ending = {
+        let mut guard = WriterGuard {
+            outbox: &outbox,
+            socket: &socket,
+            done: false,
+        };
+        let w = Writer {
+            outbox: outbox.clone(),
+            subs: HashMap::new(),
+            pending: Pending::default(),
+        };
+        let ending = serve(w, &socket, grace).await;
+        guard.done = true;
+        ending
     };
+    if ending == Ending::Reset {
+        // Dropping the write half would send a FIN before the reset.
+        socket.forget();
+    }
+}
+
+async fn serve(mut w: Writer, socket: &OwnedWriteHalf, grace: Duration) -> Ending {
     w.outbox.signal.wait().await;
     loop {
         let mut close = w.take_control();
@@ -104,7 +158,8 @@ pub async fn run(outbox: Arc<Outbox>, socket: OwnedWriteHalf, grace: Duration) {
             // A close is queued before the state turns CLOSING: look once more.
             close = w.take_control();
             if close.is_none() {
-                return shutdown(&socket);
+                // The reader ended (the peer left) or the connection was aborted.
+                return end(socket, &w.pending);
             }
         }
         if let Some((code, reason)) = close {
@@ -114,19 +169,21 @@ pub async fn run(outbox: Arc<Outbox>, socket: OwnedWriteHalf, grace: Duration) {
         let mut woken = false;
         while !w.pending.is_empty() {
             tokio::select! {
-                written = w.pending.flush(&socket) => if written.is_err() {
+                written = w.pending.flush(socket) => if written.is_err() {
                     w.outbox.abort(DisconnectReason::Client);
-                    return shutdown(&socket);
+                    return reset(socket);
                 },
                 _ = w.outbox.signal.wait() => {
                     woken = true;
                     if w.outbox.is_closing() {
+                        // What is pending (maybe a frame half written) stays
+                        // pending: the close goes out after it.
                         break;
                     }
                 }
             }
         }
-        if w.pending.frames.capacity() > 64 {
+        if w.pending.is_empty() && w.pending.frames.capacity() > 64 {
             // Keep an idle connection small.
             w.pending.frames = VecDeque::new();
         }
@@ -142,7 +199,11 @@ impl Writer {
         for entry in self.outbox.take_control() {
             match entry {
                 Control::Frame(frame) => self.pending.push(frame),
-                Control::Subscribed { id, symbols } => {
+                Control::Subscribed {
+                    id,
+                    symbols,
+                    errors,
+                } => {
                     let names: Vec<&str> = symbols.iter().map(|s| &*s.slot.name).collect();
                     let unknown: Vec<&str> = symbols
                         .iter()
@@ -151,6 +212,9 @@ impl Writer {
                         .collect();
                     self.pending
                         .push(protocol::subscribed(id, &names, &unknown));
+                    for e in errors {
+                        self.pending.push(e);
+                    }
                     for s in &symbols {
                         let sub = self.subs.entry(s.slot.id).or_insert_with(|| Sub {
                             slot: s.slot.clone(),
@@ -167,12 +231,17 @@ impl Writer {
                         sub.last_seq = sub.last_seq.max(current.seq());
                     }
                 }
-                Control::Unsubscribed { id, symbols } => {
+                Control::Unsubscribed {
+                    id,
+                    symbols,
+                    reason,
+                } => {
                     for slot in &symbols {
                         self.subs.remove(&slot.id);
                     }
                     let names: Vec<&str> = symbols.iter().map(|s| &*s.name).collect();
-                    self.pending.push(protocol::unsubscribed(id, &names));
+                    self.pending
+                        .push(protocol::unsubscribed(id, &names, reason));
                 }
                 Control::Close { code, reason } => return Some((code, reason)),
             }
@@ -226,13 +295,17 @@ impl Writer {
     /// the grace to pass), and closes.
     async fn close(
         mut self,
-        socket: OwnedWriteHalf,
+        socket: &OwnedWriteHalf,
         code: u16,
         reason: &'static str,
         grace: Duration,
-    ) {
+    ) -> Ending {
         self.pending.push(encode::close_frame(code, reason));
-        let _ = tokio::time::timeout(grace, self.pending.flush(&socket)).await;
+        let flushed = tokio::time::timeout(grace, self.pending.flush(socket)).await;
+        if !matches!(flushed, Ok(Ok(()))) {
+            // The peer did not take the close in time (or is gone).
+            return end(socket, &self.pending);
+        }
         let outbox = self.outbox.clone();
         let _ = tokio::time::timeout(grace, async move {
             while !outbox.is_reader_done() {
@@ -240,11 +313,33 @@ impl Writer {
             }
         })
         .await;
-        shutdown(&socket);
+        shutdown(socket)
+    }
+}
+
+/// Ends the connection without a close frame: a clean FIN after whole frames,
+/// a reset when a frame is half written (a peer must never read a stream cut
+/// in the middle of a frame as if it had ended).
+fn end(socket: &OwnedWriteHalf, pending: &Pending) -> Ending {
+    if pending.mid_frame {
+        reset(socket)
+    } else {
+        shutdown(socket)
     }
 }
 
 /// Ends the TCP connection both ways, which also wakes the reader.
-fn shutdown(socket: &OwnedWriteHalf) {
+fn shutdown(socket: &OwnedWriteHalf) -> Ending {
     let _ = socket2::SockRef::from(socket.as_ref()).shutdown(std::net::Shutdown::Both);
+    Ending::Clean
+}
+
+/// Resets the TCP connection: with a zero linger the kernel sends RST when
+/// the socket is closed, and shutting down the read side wakes the reader,
+/// whose end closes it. Nothing more is written.
+fn reset(socket: &OwnedWriteHalf) -> Ending {
+    let sock = socket2::SockRef::from(socket.as_ref());
+    let _ = sock.set_linger(Some(Duration::ZERO));
+    let _ = sock.shutdown(std::net::Shutdown::Read);
+    Ending::Reset
 }

@@ -1,32 +1,42 @@
 //! HTTP routes (protocol §1): `/ws`, `/snapshot`, `/healthz`, `/readyz`, `/metrics`, `/`, `/client.js`.
 //!
-//! The upgrade is answered here (authentication included, so a refused
-//! connection costs no more than its handshake); once hyper hands the socket
-//! back, the raw `TcpStream` is taken out of it and given to [`crate::session`],
-//! so that no HTTP machinery stays behind for the life of a WebSocket.
+//! The upgrade is answered here (validation, origin, capacity and
+//! authentication included, so a refused connection costs no more than its
+//! handshake); once hyper hands the socket back, the raw `TcpStream` is
+//! taken out of it and given to [`crate::session`], so that no HTTP
+//! machinery stays behind for the life of a WebSocket.
+//!
+//! The operator listener (`--metrics-listen`) answers only `/metrics`,
+//! `/healthz` and `/readyz`: it is meant for a private network, and serving
+//! clients there would let them around the public listener's limits.
 
-use crate::auth::{Authenticator, Claims, TokenError};
+pub mod origin;
+pub mod upgrade;
+
+use crate::admission::Admission;
+use crate::auth::{Authenticator, Claims, TokenError, TokenUse};
 use crate::clock::now_secs;
 use crate::encode::put_tick_payload;
 use crate::latest::SymbolTable;
-use crate::metrics::{self, UpgradeResult, METRICS};
+use crate::metrics::{self, Refusal, UpgradeResult, METRICS};
 use crate::session::{self, Identity, SessionContext};
 use crate::symbol;
-use base64::Engine;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use sha1::{Digest, Sha1};
+use origin::Origins;
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tokio::net::TcpStream;
 
-const DEMO_PAGE: &str = include_str!("../web/index.html");
-const CLIENT_JS: &str = include_str!("../web/client.js");
+pub use upgrade::accept_key;
+
+const DEMO_PAGE: &str = include_str!("../../web/index.html");
+const CLIENT_JS: &str = include_str!("../../web/client.js");
 
 /// What the HTTP handlers share.
 pub struct AppState {
@@ -43,6 +53,17 @@ pub struct AppState {
     /// edge itself holds only the symbols its clients follow).
     pub last_values: Option<async_nats::jetstream::kv::Store>,
     pub shutting_down: AtomicBool,
+    pub admission: Arc<Admission>,
+    pub origins: Origins,
+}
+
+/// Which routes a listener serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Routes {
+    /// `--listen`: everything.
+    Public,
+    /// `--metrics-listen`: `/metrics`, `/healthz`, `/readyz` only.
+    Operator,
 }
 
 type Reply = Response<Full<Bytes>>;
@@ -61,24 +82,50 @@ fn text(status: StatusCode, body: impl Into<String>) -> Reply {
     reply(status, "text/plain; charset=utf-8", body)
 }
 
+/// 503 with a `Retry-After` of 2 to 9 seconds, spread so that the clients
+/// refused together do not all come back together.
+pub fn unavailable(message: impl Into<String>) -> Reply {
+    let mut r = text(StatusCode::SERVICE_UNAVAILABLE, message);
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(fastrand::u32(2..10)));
+    r
+}
+
 /// Routes one request.
-pub async fn handle(req: Request<Incoming>, state: Arc<AppState>) -> Result<Reply, Infallible> {
+pub async fn handle(
+    req: Request<Incoming>,
+    state: Arc<AppState>,
+    routes: Routes,
+) -> Result<Reply, Infallible> {
     let path = req.uri().path();
-    let known = matches!(
-        path,
-        "/ws" | "/snapshot" | "/healthz" | "/readyz" | "/metrics" | "/" | "/client.js"
-    );
-    if known && req.method() != Method::GET && req.method() != Method::HEAD {
+    let known = match routes {
+        Routes::Public => matches!(
+            path,
+            "/ws" | "/snapshot" | "/healthz" | "/readyz" | "/metrics" | "/" | "/client.js"
+        ),
+        Routes::Operator => matches!(path, "/healthz" | "/readyz" | "/metrics"),
+    };
+    if !known {
+        return Ok(text(StatusCode::NOT_FOUND, format!("no such path: {path}")));
+    }
+    let preflight = req.method() == Method::OPTIONS && path == "/snapshot";
+    if req.method() != Method::GET && req.method() != Method::HEAD && !preflight {
         let mut r = text(
             StatusCode::METHOD_NOT_ALLOWED,
             format!("{path} answers GET only"),
         );
+        let allow = if path == "/snapshot" {
+            "GET, HEAD, OPTIONS"
+        } else {
+            "GET, HEAD"
+        };
         r.headers_mut()
-            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+            .insert(header::ALLOW, HeaderValue::from_static(allow));
         return Ok(r);
     }
     Ok(match path {
         "/ws" => upgrade(req, &state),
+        "/snapshot" if preflight => snapshot_preflight(&req, &state),
         "/snapshot" => snapshot(&req, &state).await,
         "/healthz" => text(StatusCode::OK, "ok"),
         "/readyz" => readiness(&state),
@@ -91,8 +138,7 @@ pub async fn handle(req: Request<Incoming>, state: Arc<AppState>) -> Result<Repl
             ),
         ),
         "/" => reply(StatusCode::OK, "text/html; charset=utf-8", DEMO_PAGE),
-        "/client.js" => reply(StatusCode::OK, "text/javascript; charset=utf-8", CLIENT_JS),
-        _ => text(StatusCode::NOT_FOUND, format!("no such path: {path}")),
+        _ => reply(StatusCode::OK, "text/javascript; charset=utf-8", CLIENT_JS),
     })
 }
 
@@ -168,21 +214,21 @@ fn authenticate(
         let token = value
             .to_str()
             .ok()
-            .and_then(|v| v.strip_prefix("Bearer "))
+            .and_then(crate::auth::bearer_token)
             .ok_or((
                 StatusCode::UNAUTHORIZED,
                 "unauthorized: Authorization must be `Bearer <token>`".to_string(),
             ))?;
         return state
             .auth
-            .verify(token.trim(), now)
+            .verify(token, now, TokenUse::Header)
             .map(Some)
             .map_err(unauthorized);
     }
     if let Some(token) = query_param(req.uri().query(), "token") {
         return state
             .auth
-            .verify_query_token(&token, now)
+            .verify(&token, now, TokenUse::Query)
             .map(Some)
             .map_err(unauthorized);
     }
@@ -192,45 +238,61 @@ fn authenticate(
     ))
 }
 
+fn refused(why: Refusal, r: Reply) -> Reply {
+    METRICS.refused(why);
+    METRICS.upgrade(UpgradeResult::Rejected);
+    r
+}
+
 fn upgrade(mut req: Request<Incoming>, state: &AppState) -> Reply {
     if state.shutting_down.load(Ordering::Acquire) {
-        METRICS.upgrade(UpgradeResult::Rejected);
-        return text(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "shutting down: no new connections",
+        return refused(
+            Refusal::Unavailable,
+            unavailable("shutting down: no new connections"),
         );
     }
     if !state.serves_clients {
-        METRICS.upgrade(UpgradeResult::Rejected);
-        return text(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "this node is a cluster ingest: connect to an edge",
+        return refused(
+            Refusal::Unavailable,
+            unavailable("this node is a cluster ingest: connect to an edge"),
         );
     }
-    if !fastwebsockets::upgrade::is_upgrade_request(&req) {
+    if !upgrade::is_upgrade(req.headers()) {
         return text(
             StatusCode::BAD_REQUEST,
             "/ws expects a WebSocket upgrade (Connection: Upgrade, Upgrade: websocket)",
         );
     }
-    if req
-        .headers()
-        .get("sec-websocket-version")
-        .map(|v| v.as_bytes())
-        != Some(b"13")
-    {
-        METRICS.upgrade(UpgradeResult::Rejected);
-        let mut r = text(
-            StatusCode::UPGRADE_REQUIRED,
-            "only WebSocket version 13 is supported",
+    let valid = match upgrade::validate(req.method(), req.version(), req.headers()) {
+        Ok(v) => v,
+        Err(e) => {
+            let mut r = text(e.status, e.message);
+            if e.status == StatusCode::UPGRADE_REQUIRED {
+                r.headers_mut()
+                    .insert("sec-websocket-version", HeaderValue::from_static("13"));
+            }
+            return refused(Refusal::BadRequest, r);
+        }
+    };
+    if !state.origins.allows(req.headers()) {
+        return refused(
+            Refusal::Origin,
+            text(
+                StatusCode::FORBIDDEN,
+                "origin not allowed (--allowed-origins)",
+            ),
         );
-        r.headers_mut()
-            .insert("sec-websocket-version", HeaderValue::from_static("13"));
-        return r;
     }
-    let Some(key) = req.headers().get("sec-websocket-key").cloned() else {
-        METRICS.upgrade(UpgradeResult::Rejected);
-        return text(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key");
+    // Taken before the token is checked, so that a refusal for capacity does
+    // not use up a one-time token.
+    let Some(permit) = state.admission.try_connection() else {
+        return refused(
+            Refusal::MaxConnections,
+            unavailable(format!(
+                "server full: {} connections (--max-connections); try again later",
+                state.admission.max_connections()
+            )),
+        );
     };
     let identity = match authenticate(&req, state) {
         Ok(None) => Identity::Anonymous,
@@ -249,7 +311,14 @@ fn upgrade(mut req: Request<Incoming>, state: &AppState) -> Reply {
         };
         match upgraded.downcast::<TokioIo<TcpStream>>() {
             Ok(parts) => {
-                session::run(sessions, parts.io.into_inner(), parts.read_buf, identity).await
+                session::run(
+                    sessions,
+                    parts.io.into_inner(),
+                    parts.read_buf,
+                    identity,
+                    permit,
+                )
+                .await
             }
             Err(_) => crate::warn!("upgraded connection is not a TcpStream"),
         }
@@ -260,7 +329,7 @@ fn upgrade(mut req: Request<Incoming>, state: &AppState) -> Reply {
     let h = r.headers_mut();
     h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-    if let Ok(accept) = HeaderValue::from_str(&accept_key(key.as_bytes())) {
+    if let Ok(accept) = HeaderValue::from_str(&accept_key(valid.key.as_bytes())) {
         h.insert("sec-websocket-accept", accept);
     }
     r
@@ -271,15 +340,33 @@ fn no_token_given(req: &Request<Incoming>) -> bool {
         && query_param(req.uri().query(), "token").is_none()
 }
 
-/// `Sec-WebSocket-Accept` for a `Sec-WebSocket-Key` (RFC 6455 §4.2.2).
-pub fn accept_key(key: &[u8]) -> String {
-    let mut sha = Sha1::new();
-    sha.update(key);
-    sha.update(b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11");
-    base64::engine::general_purpose::STANDARD.encode(sha.finalize())
+/// `OPTIONS /snapshot`: a browser asking whether its page may call it.
+fn snapshot_preflight(req: &Request<Incoming>, state: &AppState) -> Reply {
+    if !state.origins.allows(req.headers()) {
+        return text(
+            StatusCode::FORBIDDEN,
+            "origin not allowed (--allowed-origins)",
+        );
+    }
+    let mut r = reply(StatusCode::NO_CONTENT, "text/plain; charset=utf-8", "");
+    origin::add_cors(&mut r, req.headers());
+    origin::add_preflight(&mut r);
+    r
 }
 
 async fn snapshot(req: &Request<Incoming>, state: &AppState) -> Reply {
+    if !state.origins.allows(req.headers()) {
+        return text(
+            StatusCode::FORBIDDEN,
+            "origin not allowed (--allowed-origins)",
+        );
+    }
+    let mut r = snapshot_body(req, state).await;
+    origin::add_cors(&mut r, req.headers());
+    r
+}
+
+async fn snapshot_body(req: &Request<Incoming>, state: &AppState) -> Reply {
     let claims = match authenticate(req, state) {
         Ok(c) => c,
         Err((status, message)) => return text(status, message),
@@ -352,14 +439,6 @@ async fn last_value(state: &AppState, name: &str) -> Option<crate::encode::TickS
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn accept_key_matches_rfc_6455_example() {
-        assert_eq!(
-            accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="),
-            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
-        );
-    }
 
     #[test]
     fn query_params_are_percent_decoded() {
