@@ -1,9 +1,13 @@
 //! Every flag, its default and its `TICKCAST_*` variable, in one place (protocol §9).
 //!
 //! Parsing is clap's; a bad flag or value exits with status 2 and a message
-//! naming it. Durations are written `250ms`, `30s`, `5m` or `1h`.
+//! naming it — or naming the environment variable, when that is where the
+//! bad value came from. Durations are written `250ms`, `30s`, `5m` or `1h`;
+//! switches read from the environment take `true/false`, `1/0`, `yes/no`,
+//! `on/off`.
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::builder::BoolishValueParser;
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -153,7 +157,7 @@ pub struct ServeArgs {
     pub auth_secret_file: Option<PathBuf>,
 
     /// Allow first-message auth (`auth` as the first message) on upgrades without a token.
-    #[arg(long, env = "TICKCAST_ALLOW_AUTH_MESSAGE")]
+    #[arg(long, env = "TICKCAST_ALLOW_AUTH_MESSAGE", value_parser = BoolishValueParser::new())]
     pub allow_auth_message: bool,
 
     /// How long shutdown waits for clients after sending them 1001.
@@ -209,7 +213,7 @@ pub struct ServeArgs {
 
     /// Let several tickcast processes listen on the same address (SO_REUSEPORT;
     /// the kernel spreads new connections over them).
-    #[arg(long, env = "TICKCAST_REUSE_PORT")]
+    #[arg(long, env = "TICKCAST_REUSE_PORT", value_parser = BoolishValueParser::new())]
     pub reuse_port: bool,
 
     /// Kernel send buffer per client socket in bytes (0: the OS default, autotuned).
@@ -277,6 +281,63 @@ pub struct TokenArgs {
     /// File holding the HS256 secret.
     #[arg(long, env = "TICKCAST_AUTH_SECRET_FILE", value_name = "PATH")]
     pub auth_secret_file: Option<PathBuf>,
+}
+
+impl Cli {
+    /// Parses the command line and the environment. On a bad value, the
+    /// error names the flag, or the `TICKCAST_*` variable when the value came
+    /// from the environment (the flag not being on the command line).
+    pub fn parse_or_explain() -> Result<Cli, clap::Error> {
+        let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+        Cli::try_parse_from(&args).map_err(|e| name_the_variable(e, &args))
+    }
+}
+
+/// Rewrites a bad-value error whose value came from a `TICKCAST_*` variable.
+fn name_the_variable(e: clap::Error, args: &[std::ffi::OsString]) -> clap::Error {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if !matches!(
+        e.kind(),
+        ErrorKind::InvalidValue | ErrorKind::ValueValidation
+    ) {
+        return e;
+    }
+    let Some(ContextValue::String(arg)) = e.get(ContextKind::InvalidArg) else {
+        return e;
+    };
+    let long = arg
+        .trim_start_matches("--")
+        .split([' ', '='])
+        .next()
+        .unwrap_or("");
+    let on_command_line = args.iter().any(|a| {
+        a.to_str()
+            .is_some_and(|a| a == format!("--{long}") || a.starts_with(&format!("--{long}=")))
+    });
+    let cmd = Cli::command();
+    let env = std::iter::once(&cmd)
+        .chain(cmd.get_subcommands())
+        .flat_map(|c| c.get_arguments())
+        .find(|a| a.get_long() == Some(long))
+        .and_then(|a| a.get_env())
+        .and_then(|v| v.to_str())
+        .map(str::to_string);
+    match env {
+        Some(var) if !on_command_line && std::env::var_os(&var).is_some() => {
+            let rendered = e.render().to_string();
+            let detail = rendered
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .trim_start_matches("error: ");
+            let mut cmd = Cli::command();
+            cmd.error(
+                ErrorKind::ValueValidation,
+                format!("environment variable {var}: {detail}"),
+            )
+        }
+        _ => e,
+    }
 }
 
 /// Parses `250ms`, `30s`, `5m`, `1h` (also `1.5s`).

@@ -33,6 +33,7 @@ pub mod coalesce;
 pub mod config;
 pub mod encode;
 pub mod feed;
+pub mod fuzzing;
 pub mod http;
 pub mod hub;
 pub mod latest;

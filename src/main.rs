@@ -1,6 +1,5 @@
 //! The `tickcast` command: parse flags, then serve or print a token. Nothing else.
 
-use clap::Parser;
 use std::process::ExitCode;
 use tickcast::auth::{self, Claims};
 use tickcast::config::{Cli, Command, TokenArgs};
@@ -9,7 +8,10 @@ use tickcast::config::{Cli, Command, TokenArgs};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::parse_or_explain() {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     match cli.command {
         Some(Command::Token(args)) => token(args),
         None => {

@@ -1,0 +1,125 @@
+//! Entry points for fuzzing: every parser that takes bytes from a stranger,
+//! callable with arbitrary bytes and no server.
+//!
+//! The `cargo fuzz` targets in `fuzz/` call these, and so does a stable test
+//! (`tests/fuzz_corpus.rs`) that replays every committed corpus and crash
+//! file, so a fixed crash stays fixed without a nightly toolchain. Each
+//! function checks the invariants its parser promises and panics if one
+//! breaks; a panic is what the fuzzer reports.
+
+use crate::auth::{self, Authenticator, TokenUse};
+use crate::session::frame::{Flow, Frame, FrameDecoder};
+
+/// The message limit the frame target decodes under.
+const MAX_MESSAGE: usize = 4096;
+
+/// Client frames, split into reads at the sizes the first bytes choose: no
+/// panic, and the decoder never holds more than one message and one header.
+pub fn frame_decoder(data: &[u8]) {
+    let (sizes, mut stream) = data.split_at(data.len().min(4));
+    let mut decoder = FrameDecoder::new(MAX_MESSAGE);
+    let mut i = 0;
+    while !stream.is_empty() {
+        let size = (sizes.get(i % sizes.len().max(1)).copied().unwrap_or(64) as usize).max(1);
+        let (chunk, rest) = stream.split_at(size.min(stream.len()));
+        stream = rest;
+        i += 1;
+        let mut chunk = chunk.to_vec();
+        let result = decoder.feed(&mut chunk, &mut |frame| {
+            if let Frame::Text(t) = frame {
+                assert!(t.len() <= MAX_MESSAGE, "a message over the limit");
+                if let Ok(text) = std::str::from_utf8(t) {
+                    let _ = crate::protocol::parse_client_message(text);
+                }
+            }
+            Flow::Continue
+        });
+        assert!(
+            decoder.held() <= MAX_MESSAGE + 14,
+            "the decoder holds {} bytes",
+            decoder.held()
+        );
+        if result.is_err() {
+            return;
+        }
+    }
+}
+
+/// A client's text message: parsed or refused with a reason, never a panic.
+pub fn client_message(data: &[u8]) {
+    if let Ok(text) = std::str::from_utf8(data) {
+        match crate::protocol::parse_client_message(text) {
+            Ok(m) => {
+                let _ = m.id();
+            }
+            Err(e) => assert!(!e.message.is_empty()),
+        }
+    }
+}
+
+/// A feed line: accepted as a tick or rejected with a reason.
+pub fn feed_line(data: &[u8]) {
+    let line = data.split(|b| *b == b'\n').next().unwrap_or_default();
+    if let Ok(tick) = crate::feed::parse::parse_line(line) {
+        assert!(crate::symbol::is_valid(tick.symbol.as_str()));
+    }
+    let mut splitter = crate::feed::tcp::LineSplitter::default();
+    splitter.push(data, |l| {
+        assert!(
+            l.len() <= crate::feed::parse::MAX_LINE,
+            "an overlong line passed"
+        );
+    });
+}
+
+/// A token: as given (header, query or message), and re-signed with the
+/// server's secret so that the claims parser is reached too.
+pub fn token(data: &[u8]) {
+    const SECRET: &[u8] = b"fuzz-secret";
+    const NOW: u64 = 1_700_000_000;
+    let a = Authenticator::new(Some(SECRET.to_vec()));
+    if let Ok(t) = std::str::from_utf8(data) {
+        for how in [TokenUse::Header, TokenUse::Query, TokenUse::Message] {
+            let _ = a.verify(t, NOW, how);
+        }
+        let _ = auth::bearer_token(t);
+    }
+    let split = data.iter().position(|b| *b == 0).unwrap_or(data.len());
+    let (header, body) = data.split_at(split);
+    let signed = auth::sign_parts(SECRET, header, body.get(1..).unwrap_or_default());
+    for how in [TokenUse::Header, TokenUse::Query, TokenUse::Message] {
+        if let Ok(claims) = a.check(&signed, NOW, how) {
+            assert!(claims.exp > NOW && !claims.sub.is_empty());
+            if how == TokenUse::Query {
+                assert!(claims.jti.is_some());
+            }
+        }
+    }
+}
+
+/// An HTTP request head, validated as a WebSocket upgrade.
+pub fn upgrade_request(data: &[u8]) {
+    if let Some(Ok(upgrade)) = crate::http::upgrade::validate_raw(data) {
+        assert_eq!(upgrade.key.len(), 24);
+        let _ = crate::http::upgrade::accept_key(upgrade.key.as_bytes());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn random_bytes_break_nothing() {
+        let mut rng = fastrand::Rng::with_seed(7);
+        for _ in 0..20_000 {
+            let len = rng.usize(0..300);
+            let data: Vec<u8> = (0..len).map(|_| rng.u8(..)).collect();
+            frame_decoder(&data);
+            client_message(&data);
+            feed_line(&data);
+            token(&data);
+            upgrade_request(&data);
+        }
+    }
+}
