@@ -44,8 +44,8 @@ async function stop(child) {
   await new Promise((r) => child.once("exit", r));
 }
 
-/** Publishes NDJSON ticks to the feed and waits until /snapshot (asked with `headers`) shows them. */
-async function publish(port, feedPort, ticks, headers = {}) {
+/** Publishes NDJSON ticks to the feed and waits until /snapshot (asked with `headers()`) shows them. */
+async function publish(port, feedPort, ticks, headers = () => ({})) {
   const sock = net.connect(feedPort, "127.0.0.1");
   await new Promise((r) => sock.once("connect", r));
   sock.write(ticks.map((t) => JSON.stringify(t)).join("\n") + "\n");
@@ -57,8 +57,9 @@ async function publish(port, feedPort, ticks, headers = {}) {
   }, "the feed's ticks reach the server");
 }
 
-async function snapshot(port, symbols, headers = {}) {
-  const r = await fetch(`http://127.0.0.1:${port}/snapshot?symbols=${symbols.map(encodeURIComponent).join(",")}`, { headers });
+/** /snapshot of `symbols`; `headers()` is called for each request (a token's jti is accepted once). */
+async function snapshot(port, symbols, headers = () => ({})) {
+  const r = await fetch(`http://127.0.0.1:${port}/snapshot?symbols=${symbols.map(encodeURIComponent).join(",")}`, { headers: headers() });
   assert.equal(r.status, 200);
   return r.json();
 }
@@ -162,7 +163,7 @@ test("with auth on, a token callback works and an expired token ends in a clear 
   const server = await startServer({ port, feedPort, env: { TICKCAST_AUTH_SECRET: SECRET } });
   const b = await browser();
   t.after(async () => { await b.close(); await stop(server); });
-  const bearer = { Authorization: `Bearer ${token("60s")}` };
+  const bearer = () => ({ Authorization: `Bearer ${sign(60)}` });
   const sock = net.connect(feedPort, "127.0.0.1");
   await new Promise((r) => sock.once("connect", r));
   sock.end(quotes(300).map((q) => JSON.stringify(q)).join("\n") + "\n");
@@ -237,7 +238,8 @@ test("with tokens living 8 s, the page refreshes them and stays on one connectio
   const server = await startServer({ port, feedPort, env: { TICKCAST_AUTH_SECRET: SECRET } });
   const b = await browser();
   t.after(async () => { await b.close(); await stop(server); });
-  await publish(port, feedPort, quotes(100), { Authorization: `Bearer ${sign(60)}` });
+  const bearer = () => ({ Authorization: `Bearer ${sign(60)}` });
+  await publish(port, feedPort, quotes(100), bearer);
 
   const page = await b.newPage();
   let issued = 0;
@@ -255,7 +257,7 @@ test("with tokens living 8 s, the page refreshes them and stays on one connectio
   await until(async () => (await oneConnection()) && Date.now() > start + 18000, "two expiries passed", 30000);
   assert.ok(issued >= 3, `${issued} tokens: refreshed before each expiry`);
   assert.equal(await page.textContent("#message"), "", "no error");
-  await publish(port, feedPort, [{ symbol: "AAPL", bid: 123.5, ask: 124 }], { Authorization: `Bearer ${sign(60)}` });
+  await publish(port, feedPort, [{ symbol: "AAPL", bid: 123.5, ask: 124 }], bearer);
   await until(async () => (await table(page)).AAPL.bid === "123.5", "still getting ticks");
   await oneConnection();
 });
