@@ -6,6 +6,7 @@ import { spawn, execFileSync } from "node:child_process";
 import { createInterface } from "node:readline";
 import net from "node:net";
 import fs from "node:fs";
+import crypto from "node:crypto";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
@@ -43,21 +44,22 @@ async function stop(child) {
   await new Promise((r) => child.once("exit", r));
 }
 
-/** Publishes NDJSON ticks to the feed and waits until /snapshot shows them. */
-async function publish(port, feedPort, ticks) {
+/** Publishes NDJSON ticks to the feed and waits until /snapshot (asked with `headers()`) shows them. */
+async function publish(port, feedPort, ticks, headers = () => ({})) {
   const sock = net.connect(feedPort, "127.0.0.1");
   await new Promise((r) => sock.once("connect", r));
   sock.write(ticks.map((t) => JSON.stringify(t)).join("\n") + "\n");
   sock.end();
   const want = new Map(ticks.map((t) => [t.symbol, t]));
   await until(async () => {
-    const snap = await snapshot(port, [...want.keys()]);
+    const snap = await snapshot(port, [...want.keys()], headers);
     return snap.length === want.size && snap.every((p) => want.get(p.symbol).bid === undefined || p.bid === want.get(p.symbol).bid);
   }, "the feed's ticks reach the server");
 }
 
-async function snapshot(port, symbols, headers = {}) {
-  const r = await fetch(`http://127.0.0.1:${port}/snapshot?symbols=${symbols.map(encodeURIComponent).join(",")}`, { headers });
+/** /snapshot of `symbols`; `headers()` is called for each request (a token's jti is accepted once). */
+async function snapshot(port, symbols, headers = () => ({})) {
+  const r = await fetch(`http://127.0.0.1:${port}/snapshot?symbols=${symbols.map(encodeURIComponent).join(",")}`, { headers: headers() });
   assert.equal(r.status, 200);
   return r.json();
 }
@@ -77,6 +79,14 @@ async function until(cond, what, ms = 15000) {
     if (Date.now() > deadline) throw new Error(`timed out: ${what}`);
     await new Promise((r) => setTimeout(r, 50));
   }
+}
+
+/** An HS256 token signed here (as an embedding app's backend would), living `ttlSec` seconds. */
+function sign(ttlSec, secret = SECRET, sub = "alice") {
+  const now = Math.floor(Date.now() / 1000);
+  const b64 = (o) => Buffer.from(JSON.stringify(o)).toString("base64url");
+  const input = `${b64({ alg: "HS256", typ: "JWT" })}.${b64({ sub, iat: now, exp: now + ttlSec, jti: crypto.randomUUID() })}`;
+  return `${input}.${crypto.createHmac("sha256", secret).update(input).digest("base64url")}`;
 }
 
 function token(ttl, sub = "alice") {
@@ -153,7 +163,7 @@ test("with auth on, a token callback works and an expired token ends in a clear 
   const server = await startServer({ port, feedPort, env: { TICKCAST_AUTH_SECRET: SECRET } });
   const b = await browser();
   t.after(async () => { await b.close(); await stop(server); });
-  const bearer = { Authorization: `Bearer ${token("60s")}` };
+  const bearer = () => ({ Authorization: `Bearer ${sign(60)}` });
   const sock = net.connect(feedPort, "127.0.0.1");
   await new Promise((r) => sock.once("connect", r));
   sock.end(quotes(300).map((q) => JSON.stringify(q)).join("\n") + "\n");
@@ -182,4 +192,91 @@ test("with auth on, a token callback works and an expired token ends in a clear 
   const attemptsAfter = await metric(port, 'tickcast_connections_total{result="unauthorized"}') + await metric(port, 'tickcast_connections_total{result="accepted"}');
   assert.equal(attemptsAfter, attemptsBefore, "no reconnect loop: not a single upgrade attempt");
   assert.match(await expired.textContent("#badge"), /closed/);
+});
+
+/** `n` symbols of 16 characters: 300 of them pass the server's 4096-byte message limit even without `since`. */
+const longSymbols = (n) => Array.from({ length: n }, (_, i) => `LONG.SYMBOL.${String(i).padStart(4, "0")}`);
+
+test("a page holding 300 symbols survives a blip and a restart, and resubscribes all of them", async (t) => {
+  const [port, feedPort] = [await freePort(), await freePort()];
+  let server = await startServer({ port, feedPort });
+  const b = await browser();
+  t.after(async () => { await b.close(); await stop(server); });
+  const symbols = longSymbols(300);
+  const last = symbols.at(-1);
+  const quotesOf = (base) => symbols.map((s, i) => ({ symbol: s, bid: base + i, ask: base + i + 0.5 }));
+  await publish(port, feedPort, quotesOf(100));
+
+  const page = await b.newPage();
+  await page.goto(`http://127.0.0.1:${port}/?symbols=${symbols.join(",")}`);
+  await until(async () => (await metric(port, "tickcast_subscriptions")) === 300, "all 300 subscribed at the first connect");
+  await until(async () => matches(await table(page), await snapshot(port, symbols)), "all 300 shown");
+
+  // A blip (the connection drops, the server stays): the resubscribe carries since for all 300.
+  await page.evaluate(() => window.tickcastClient.ws.close(4000));
+  await until(async () => (await metric(port, 'tickcast_connections_total{result="accepted"}')) === 2, "reconnected after the blip");
+  await until(async () => (await metric(port, "tickcast_connections")) === 1 && (await metric(port, "tickcast_subscriptions")) === 300,
+              "all 300 resubscribed after the blip");
+  await publish(port, feedPort, [{ symbol: last, bid: 7.25, ask: 7.5 }]);
+  await until(async () => (await table(page))[last].bid === "7.25", "ticks for the last symbol after the blip");
+
+  // A restart: a new epoch, so no since, and still more than one message's worth of symbols.
+  await stop(server);
+  await until(async () => (await page.textContent("#badge")).startsWith("reconnecting"), "badge shows reconnecting");
+  server = await startServer({ port, feedPort });
+  await publish(port, feedPort, quotesOf(500));
+  await until(async () => (await page.textContent("#badge")) === "open", "badge back to open", 30000);
+  await until(async () => (await metric(port, "tickcast_subscriptions")) === 300, "all 300 resubscribed after the restart");
+  await until(async () => matches(await table(page), await snapshot(port, symbols)), "no stale row after the restart");
+  await publish(port, feedPort, [{ symbol: last, bid: 9.25, ask: 9.5 }]);
+  await until(async () => (await table(page))[last].bid === "9.25", "ticks for the last symbol after the restart");
+  assert.equal(Object.keys(await table(page)).length, 300, "no symbol dropped");
+});
+
+test("with tokens living 8 s, the page refreshes them and stays on one connection past two expiries", async (t) => {
+  const [port, feedPort] = [await freePort(), await freePort()];
+  const server = await startServer({ port, feedPort, env: { TICKCAST_AUTH_SECRET: SECRET } });
+  const b = await browser();
+  t.after(async () => { await b.close(); await stop(server); });
+  const bearer = () => ({ Authorization: `Bearer ${sign(60)}` });
+  await publish(port, feedPort, quotes(100), bearer);
+
+  const page = await b.newPage();
+  let issued = 0;
+  await page.exposeFunction("TICKCAST_GET_TOKEN", () => { issued++; return sign(8); });
+  const start = Date.now();
+  await page.goto(`http://127.0.0.1:${port}/?symbols=${SYMBOLS.join(",")}`);
+  await until(async () => (await page.textContent("#badge")) === "open", "connected");
+  const oneConnection = async () => {
+    assert.equal(await metric(port, 'tickcast_connections_total{result="accepted"}'), 1, "a single upgrade");
+    assert.equal(await metric(port, 'tickcast_disconnects_total{reason="auth"}'), 0, "never closed for an expired token");
+    assert.equal(await page.textContent("#badge"), "open");
+    return true;
+  };
+  // The first token expires 8 s after it was issued, its successor's successor by 16 s: wait past both.
+  await until(async () => (await oneConnection()) && Date.now() > start + 18000, "two expiries passed", 30000);
+  assert.ok(issued >= 3, `${issued} tokens: refreshed before each expiry`);
+  assert.equal(await page.textContent("#message"), "", "no error");
+  await publish(port, feedPort, [{ symbol: "AAPL", bid: 123.5, ask: 124 }], bearer);
+  await until(async () => (await table(page)).AAPL.bid === "123.5", "still getting ticks");
+  await oneConnection();
+});
+
+test("a token callback whose tokens the server refuses: the page stops after 3 refusals and says why", async (t) => {
+  const [port, feedPort] = [await freePort(), await freePort()];
+  const server = await startServer({ port, feedPort, env: { TICKCAST_AUTH_SECRET: SECRET } });
+  const b = await browser();
+  t.after(async () => { await b.close(); await stop(server); });
+
+  const page = await b.newPage();
+  await page.exposeFunction("TICKCAST_GET_TOKEN", () => sign(60, "not-the-secret"));
+  await page.goto(`http://127.0.0.1:${port}/?symbols=${SYMBOLS.join(",")}`);
+  await until(async () => (await page.textContent("#badge")).startsWith("closed"), "the page gives up", 30000);
+  assert.match(await page.textContent("#badge"), /refused by the server \(401\)/);
+  assert.match(await page.textContent("#message"), /unauthorized/, "the server's own words");
+  const unauthorized = await metric(port, 'tickcast_connections_total{result="unauthorized"}');
+  assert.ok(unauthorized >= 1 && unauthorized <= 4, `${unauthorized} upgrade attempts`);
+  assert.equal(await metric(port, 'tickcast_connections_total{result="accepted"}'), 0);
+  // Stopped for good: nothing is scheduled that could try again.
+  assert.ok(await page.evaluate(() => window.tickcastClient.stopped && Object.values(window.tickcastClient.timers).every((x) => x === null)));
 });

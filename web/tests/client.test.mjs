@@ -1,7 +1,13 @@
 // Unit tests of the browser client's logic, in Node's built-in test runner.
+// The client gets a fake WebSocket, fetch and clock through its constructor:
+// no test waits on real time.
 import test from "node:test";
 import assert from "node:assert/strict";
-import { backoffDelay, shouldReconnect, tokenExpiry, Book, TickcastClient, MAX_BACKOFF_MS } from "../client.js";
+import {
+  backoffDelay, shouldReconnect, tokenExpiry, Book, TickcastClient, MAX_BACKOFF_MS, chunkSubscribe,
+  chunkUnsubscribe, byteLength, maxMessageOf, refreshDelayMs, refreshRetryDelayMs, snapshotUrl, refusedSymbols,
+  isSymbol, SendBudget, SEND_BURST,
+} from "../client.js";
 
 test("backoff is full jitter under 1 s, 2 s, 4 s … capped at 60 s", () => {
   for (const [attempt, cap] of [[0, 1000], [1, 2000], [2, 4000], [5, 32000], [6, 60000], [20, 60000]]) {
@@ -38,94 +44,621 @@ test("token expiry is read from the JWT", () => {
   assert.equal(tokenExpiry("garbage"), null);
 });
 
+// ---------------------------------------------------------------- pure helpers
+
+/** `n` distinct symbols of `len` characters (valid by the protocol's rule). */
+const names = (n, len = 8) => Array.from({ length: n }, (_, i) => ("S" + String(i).padStart(5, "0")).padEnd(len, "X"));
+const bytesOf = (msg) => byteLength(JSON.stringify(msg));
+
+/** Checks that `messages` subscribe exactly `symbols`, in order, each `since` beside its symbol. */
+function assertCovers(messages, symbols, since) {
+  assert.deepEqual(messages.flatMap((m) => m.payload.symbols), symbols, "every symbol once, in order");
+  for (const m of messages) {
+    for (const [s, seq] of Object.entries(m.payload.since ?? {})) {
+      assert.ok(m.payload.symbols.includes(s), `${s}'s since travels with ${s}`);
+      assert.equal(seq, since[s]);
+    }
+    for (const s of m.payload.symbols) if (since && s in since) assert.equal(m.payload.since[s], since[s], `since of ${s}`);
+  }
+}
+
+test("chunkSubscribe: every message within the limit, all symbols, each since with its symbol", () => {
+  for (const len of [4, 12, 32]) {
+    const symbols = names(300, len);
+    const since = Object.fromEntries(symbols.filter((_, i) => i % 3).map((s, i) => [s, 1 + i * 7919]));
+    for (const max of [4096, 1000, 300]) {
+      let id = 41;
+      const messages = chunkSubscribe(symbols, since, max, () => id++);
+      assert.ok(messages.every((m) => bytesOf(m) <= max), `len ${len}, max ${max}: ${Math.max(...messages.map(bytesOf))} bytes`);
+      assertCovers(messages, symbols, since);
+      assert.deepEqual(messages.map((m) => m.id), messages.map((_, i) => 41 + i), "numbered by nextId");
+      assert.ok(messages.every((m) => m.type === "subscribe"));
+      // Not wasteful: every message but the last is too full for its successor's first symbol.
+      for (let i = 0; i + 1 < messages.length; i++) {
+        const next = messages[i + 1].payload.symbols[0];
+        const grown = structuredClone(messages[i]);
+        grown.payload.symbols.push(next);
+        if (next in since) grown.payload.since[next] = since[next];
+        assert.ok(bytesOf(grown) > max, "filled before starting another");
+      }
+    }
+  }
+});
+
+test("chunkSubscribe counts UTF-8 bytes, not characters, and omits since when not given", () => {
+  const symbols = Array.from({ length: 200 }, (_, i) => `É€${i}`);
+  let id = 1;
+  const messages = chunkSubscribe(symbols, null, 512, () => id++);
+  assert.ok(messages.every((m) => bytesOf(m) <= 512 && !("since" in m.payload)));
+  assert.deepEqual(messages.flatMap((m) => m.payload.symbols), symbols);
+  assert.ok(messages.some((m) => bytesOf(m) > 480), "packed up to the limit");
+  assert.deepEqual(chunkSubscribe([], {}, 4096, () => id++), [], "nothing to send, no message");
+  const un = chunkUnsubscribe(names(500, 32), 1024, () => id++);
+  assert.ok(un.length > 1 && un.every((m) => m.type === "unsubscribe" && bytesOf(m) <= 1024 && !("since" in m.payload)));
+});
+
+test("max_message from the welcome, 4096 without it", () => {
+  assert.equal(maxMessageOf({ max_message: 65536 }), 65536);
+  assert.equal(maxMessageOf({}), 4096);
+  assert.equal(maxMessageOf({ max_message: "x" }), 4096);
+  assert.equal(maxMessageOf(undefined), 4096);
+});
+
+test("refresh is due at 80% of the remaining life or 30 s before expiry, whichever is first, at least 1 s out", () => {
+  const now = 1_700_000_000_000;
+  assert.equal(refreshDelayMs(now / 1000 + 300, now), 240000, "300 s token: 80%");
+  assert.equal(refreshDelayMs(now / 1000 + 3600, now), 2880000, "1 h token: 80%");
+  assert.equal(refreshDelayMs(now / 1000 + 60, now), 30000, "60 s token: 30 s before");
+  assert.equal(refreshDelayMs(now / 1000 + 8, now), 1000, "8 s token: as soon as allowed");
+  assert.equal(refreshDelayMs(now / 1000 - 5, now), 1000, "never in the past");
+  assert.equal(refreshRetryDelayMs(1, now / 1000 + 60, now), 1000);
+  assert.equal(refreshRetryDelayMs(2, now / 1000 + 60, now), 2000);
+  assert.equal(refreshRetryDelayMs(2, now / 1000 + 3, now), 1500, "within the first half of what is left");
+  assert.equal(refreshRetryDelayMs(1, now / 1000 + 0.5, now), null, "too late: the 4401 at expiry takes over");
+});
+
+test("snapshot URL next to the WebSocket URL, refused symbols of an error, symbol rule", () => {
+  assert.equal(snapshotUrl("ws://127.0.0.1:8080/ws"), "http://127.0.0.1:8080/snapshot?symbols=");
+  assert.equal(snapshotUrl("wss://md.example.com/feed/ws?x=1#h"), "https://md.example.com/feed/snapshot?symbols=");
+  assert.deepEqual(refusedSymbols({ code: "forbidden", symbols: ["A", "B"], message: "…" }), ["A", "B"]);
+  assert.deepEqual(refusedSymbols({ code: "forbidden", symbol: "A" }), ["A"], "older servers name one symbol");
+  assert.deepEqual(refusedSymbols({ code: "unknown_symbol", symbols: ["Z"] }), ["Z"]);
+  assert.deepEqual(refusedSymbols({ code: "rate_limited" }), []);
+  assert.ok(isSymbol("FX:EUR/USD") && isSymbol("BRK.B") && !isSymbol("") && !isSymbol("a b") && !isSymbol("X".repeat(33)));
+});
+
+test("send budget: a burst, then one message per gap", () => {
+  const b = new SendBudget(3, 150);
+  assert.deepEqual([b.take(0), b.take(0), b.take(0)], [0, 0, 0]);
+  assert.equal(b.take(0), 150);
+  assert.ok([50, 51].includes(b.take(100)), "the rest of the gap");
+  assert.equal(b.take(150), 0);
+  b.reset();
+  assert.equal(b.take(150), 0, "full again on a new connection");
+});
+
+// ---------------------------------------------------------------- the client, with fakes
+
+/** A clock whose timers run only when the test advances it. */
+class FakeClock {
+  constructor(t = 1_700_000_000_000) {
+    this.t = t;
+    this.timers = new Map();
+    this.ids = 0;
+  }
+  get options() {
+    return { now: () => this.t, setTimeout: (f, ms) => this._set(f, ms), clearTimeout: (id) => this.timers.delete(id) };
+  }
+  _set(f, ms) {
+    this.timers.set(++this.ids, { at: this.t + Math.max(0, ms), f });
+    return this.ids;
+  }
+  /** Runs, in order, every timer due in the next `ms`, letting promises settle after each. */
+  async advance(ms) {
+    const end = this.t + ms;
+    for (;;) {
+      await settle();
+      const [id, next] = [...this.timers].sort(([i, a], [j, b]) => a.at - b.at || i - j)[0] ?? [];
+      if (!next || next.at > end) break;
+      this.timers.delete(id);
+      this.t = next.at;
+      next.f();
+    }
+    this.t = end;
+    await settle();
+  }
+}
+
+/** Lets every pending promise chain run (setImmediate comes after all microtasks). */
+const settle = () => new Promise((r) => setImmediate(r));
+
 /** A stand-in for the browser's WebSocket, driven by the test. */
 class FakeSocket {
   static all = [];
-  constructor(url) { this.url = url; this.sent = []; this.readyState = 1; FakeSocket.all.push(this); }
-  send(s) { this.sent.push(JSON.parse(s)); }
-  close(code) { this.readyState = 3; queueMicrotask(() => this.onclose?.({ code: code ?? 1005, reason: "" })); }
-  serverSays(m) { this.onmessage({ data: JSON.stringify(m) }); }
-  serverCloses(code, reason = "") { this.readyState = 3; this.onclose({ code, reason }); }
+  static clock = null;
+  constructor(url) {
+    this.url = url;
+    this.sent = [];
+    this.raw = [];
+    this.at = [];
+    this.readyState = 0;
+    FakeSocket.all.push(this);
+  }
+  open() {
+    if (this.readyState !== 0) return;
+    this.readyState = 1;
+    this.onopen?.();
+  }
+  send(s) {
+    assert.equal(this.readyState, 1, "sends only on an open socket");
+    this.raw.push(s);
+    this.sent.push(JSON.parse(s));
+    this.at.push(FakeSocket.clock?.t ?? 0);
+  }
+  close(code) {
+    this.readyState = 3;
+    queueMicrotask(() => this.onclose?.({ code: code ?? 1005, reason: "" }));
+  }
+  serverSays(m) {
+    this.open();
+    this.onmessage({ data: JSON.stringify(m) });
+  }
+  serverCloses(code, reason = "") {
+    this.readyState = 3;
+    this.onclose({ code, reason });
+  }
+  /** What a browser shows for an upgrade answered 401 or 403, or a network failure: 1006, never opened. */
+  failsBeforeOpen() {
+    this.readyState = 3;
+    this.onclose({ code: 1006, reason: "" });
+  }
 }
 
 const tick = (symbol, seq, extra = {}) => ({ type: "tick", payload: { symbol, seq, ts: 1, pub: 1, ...extra } });
+const jwt = (claims) => `h.${Buffer.from(JSON.stringify(claims)).toString("base64url")}.s`;
+
+/** A client on fakes, recording its events; it pings only when a test asks for it. */
+function setup(options = {}, clock = new FakeClock()) {
+  FakeSocket.all = [];
+  FakeSocket.clock = clock;
+  const c = new TickcastClient({ url: "ws://x/ws", WebSocket: FakeSocket, random: () => 0, pingAfterMs: 3_600_000,
+                                 ...clock.options, ...options });
+  const events = { state: [], error: [], unsubscribed: [], tick: [] };
+  for (const type of Object.keys(events)) c.addEventListener(type, (e) => events[type].push(e.detail));
+  return { c, clock, events, socket: (i) => FakeSocket.all.at(i) };
+}
+
+/** A token source handing out a new one-time token on each call, living `ttl` seconds. */
+function tokenSource(clock, ttl) {
+  const issued = [];
+  const getToken = async () => {
+    const t = jwt({ sub: "alice", exp: Math.floor(clock.t / 1000) + ttl, jti: `j${issued.length}` });
+    issued.push(t);
+    return t;
+  };
+  return { issued, getToken };
+}
+
+/** The server's inbound rate limit (a token bucket, full at connect): how many of these send times it would refuse. */
+function refusedByServer(times, rate = 10, burst = 20) {
+  let tokens = burst, last = times[0], refused = 0;
+  for (const t of times) {
+    tokens = Math.min(burst, tokens + ((t - last) / 1000) * rate);
+    last = t;
+    if (tokens >= 1) tokens -= 1;
+    else refused++;
+  }
+  return refused;
+}
 
 test("resubscribes with since after a reconnect, and forgets seqs when the epoch changes", async () => {
-  FakeSocket.all = [];
-  const c = new TickcastClient({ url: "ws://x/ws", symbols: ["A", "B"], WebSocket: FakeSocket, random: () => 0 });
-  const states = [];
-  c.addEventListener("state", (e) => states.push(e.detail.state));
+  const { c, clock, events } = setup({ symbols: ["A", "B"] });
   await c.connect();
   const first = FakeSocket.all[0];
   first.serverSays({ type: "welcome", payload: { epoch: 1 } });
   assert.deepEqual(first.sent[0].payload, { symbols: ["A", "B"], since: {} });
   first.serverSays(tick("A", 7));
   first.serverCloses(1001, "server shutting down");
-  assert.equal(states.at(-1), "reconnecting");
-  await new Promise((r) => setTimeout(r, 5));
+  assert.equal(events.state.at(-1).state, "reconnecting");
+  await clock.advance(0);
   const second = FakeSocket.all[1];
   second.serverSays({ type: "welcome", payload: { epoch: 1 } });
   assert.deepEqual(second.sent[0].payload, { symbols: ["A", "B"], since: { A: 7 } }, "only what changed");
   second.serverCloses(1006);
-  await new Promise((r) => setTimeout(r, 5));
+  await clock.advance(0);
   const third = FakeSocket.all[2];
   third.serverSays({ type: "welcome", payload: { epoch: 2 } });
   assert.deepEqual(third.sent[0].payload, { symbols: ["A", "B"], since: {} }, "a new epoch starts seq over");
-  const got = [];
-  c.addEventListener("tick", (e) => got.push(e.detail.seq));
   third.serverSays(tick("A", 1));
-  assert.deepEqual(got, [1]);
+  assert.deepEqual(events.tick.map((t) => t.seq), [7, 1]);
+  c.close();
+});
+
+test("a resubscribe of 300 symbols with since comes in messages within max_message", async () => {
+  const symbols = names(300, 12);
+  for (const maxMessage of [undefined, 4096, 1500]) {
+    const { c, clock } = setup({ symbols });
+    await c.connect();
+    const welcome = { type: "welcome", payload: { epoch: 1, ...(maxMessage && { max_message: maxMessage }) } };
+    FakeSocket.all[0].serverSays(welcome);
+    symbols.forEach((s, i) => FakeSocket.all[0].serverSays(tick(s, 1000 + i)));
+    FakeSocket.all[0].serverCloses(1006);
+    await clock.advance(0);
+    const again = FakeSocket.all[1];
+    again.serverSays(welcome);
+    await clock.advance(10000);
+    const limit = maxMessage ?? 4096;
+    assert.ok(again.sent.length > 1, "split");
+    assert.ok(again.raw.every((s) => Buffer.byteLength(s) <= limit), `every message ≤ ${limit} bytes`);
+    assertCovers(again.sent, symbols, Object.fromEntries(symbols.map((s, i) => [s, 1000 + i])));
+    assert.equal(Object.keys(Object.assign({}, ...again.sent.map((m) => m.payload.since))).length, 300);
+    c.close();
+  }
+});
+
+test("1024 symbols are paced within the server's rate limit", async () => {
+  // 32-character names with since need more than a burst of messages.
+  const symbols = names(1024, 32);
+  const { c, clock } = setup({ symbols });
+  await c.connect();
+  const ws = FakeSocket.all[0];
+  ws.serverSays({ type: "welcome", payload: { epoch: 1, max_message: 4096 } });
+  symbols.forEach((s, i) => ws.serverSays(tick(s, 100000 + i)));
+  ws.serverCloses(1001);
+  await clock.advance(0);
+  const again = FakeSocket.all[1];
+  again.serverSays({ type: "welcome", payload: { epoch: 1, max_message: 4096 } });
+  assert.equal(again.sent.length, SEND_BURST, "a burst at once, the rest paced");
+  await clock.advance(10000);
+  assert.ok(again.sent.length > SEND_BURST && again.sent.length < 30, `${again.sent.length} messages`);
+  assertCovers(again.sent, symbols, Object.fromEntries(symbols.map((s, i) => [s, 100000 + i])));
+  assert.equal(refusedByServer(again.at), 0, "the server's bucket (10/s, burst 20) never runs dry");
+  const others = Array(5).fill(again.at[0]);
+  assert.equal(refusedByServer([...others, ...again.at]), 0, "with room for 5 other messages (pings, refreshes)");
+  c.close();
+});
+
+test("subscribe() and unsubscribe() with many symbols are split too; invalid symbols are refused here", async () => {
+  const { c, clock, events } = setup({ symbols: ["A"] });
+  await c.connect();
+  const ws = FakeSocket.all[0];
+  ws.serverSays({ type: "welcome", payload: { epoch: 1, max_message: 2048 } });
+  const many = names(400, 20);
+  c.subscribe([...many, "not a symbol", "A"]);
+  await clock.advance(5000);
+  const subs = ws.sent.filter((m) => m.type === "subscribe").slice(1);
+  assert.ok(subs.length > 1 && ws.raw.every((s) => Buffer.byteLength(s) <= 2048));
+  assert.deepEqual(subs.flatMap((m) => m.payload.symbols), many, "only new, valid symbols");
+  assert.equal(events.error.at(-1).code, "invalid_symbol");
+  assert.deepEqual(events.error.at(-1).symbols, ["not a symbol"]);
+  assert.ok(!c.symbols.has("not a symbol"));
+  c.unsubscribe(many);
+  await clock.advance(5000);
+  const unsubs = ws.sent.filter((m) => m.type === "unsubscribe");
+  assert.ok(unsubs.length > 1);
+  assert.deepEqual(unsubs.flatMap((m) => m.payload.symbols), many);
+  assert.deepEqual([...c.symbols], ["A"]);
+  assert.equal(refusedByServer(ws.at), 0);
+  c.close();
+});
+
+test("refused symbols in subscribe errors are dropped from the watch-list", async () => {
+  const { c, clock, events } = setup({ symbols: ["A", "B", "C", "D", "E"] });
+  await c.connect();
+  const ws = FakeSocket.all[0];
+  ws.serverSays({ type: "welcome", payload: { epoch: 1 } });
+  const id = ws.sent[0].id;
+  ws.serverSays({ type: "subscribed", id, payload: { symbols: ["A", "C"], unknown: ["C"] } });
+  ws.serverSays({ type: "error", id, payload: { code: "forbidden", symbols: ["B"], symbol: "B", message: "not entitled to B" } });
+  ws.serverSays({ type: "error", id, payload: { code: "unknown_symbol", symbols: ["D"], symbol: "D", message: "no such symbol" } });
+  ws.serverSays({ type: "error", id, payload: { code: "invalid_symbol", symbol: "E", message: "older server, one symbol" } });
+  ws.serverSays({ type: "error", id: 99, payload: { code: "rate_limited", message: "slow down" } });
+  assert.deepEqual(events.error.map((e) => e.code), ["forbidden", "unknown_symbol", "invalid_symbol", "rate_limited"]);
+  assert.deepEqual(events.error.map((e) => e.symbols), [["B"], ["D"], ["E"], undefined]);
+  assert.equal(events.error[0].message, "not entitled to B");
+  assert.deepEqual([...c.symbols], ["A", "C"], "C has no value yet but is subscribed: kept");
+  ws.serverCloses(1006);
+  await clock.advance(1000);
+  FakeSocket.all[1].serverSays({ type: "welcome", payload: { epoch: 1 } });
+  assert.deepEqual(FakeSocket.all[1].sent[0].payload.symbols, ["A", "C"], "refused symbols are not asked for again");
+  c.close();
+});
+
+test("`unsubscribed` with a reason drops the symbols and says so", async () => {
+  const { c, clock, events } = setup({ symbols: ["AAPL", "TSLA", "NVDA"] });
+  await c.connect();
+  const ws = FakeSocket.all[0];
+  ws.serverSays({ type: "welcome", payload: { epoch: 1 } });
+  ws.serverSays(tick("TSLA", 3));
+  ws.serverSays(tick("AAPL", 4));
+  c.unsubscribe(["NVDA"]);
+  ws.serverSays({ type: "unsubscribed", id: ws.sent.at(-1).id, payload: { symbols: ["NVDA"] } });
+  assert.deepEqual(events.unsubscribed, [], "the reply to our own unsubscribe is no news");
+  ws.serverSays({ type: "unsubscribed", id: 7, payload: { symbols: ["TSLA"], reason: "forbidden" } });
+  assert.deepEqual(events.unsubscribed, [{ symbols: ["TSLA"], reason: "forbidden" }]);
+  assert.equal(events.error.at(-1).code, "forbidden");
+  assert.deepEqual(events.error.at(-1).symbols, ["TSLA"]);
+  assert.match(events.error.at(-1).message, /TSLA/);
+  assert.deepEqual([...c.symbols], ["AAPL"]);
+  assert.equal(c.latest("TSLA"), undefined);
+  ws.serverSays(tick("TSLA", 4));
+  assert.equal(events.tick.filter((t) => t.symbol === "TSLA").length, 1, "late ticks of a dropped symbol are ignored");
+  ws.serverCloses(1006);
+  await clock.advance(1000);
+  FakeSocket.all[1].serverSays({ type: "welcome", payload: { epoch: 1 } });
+  assert.deepEqual(FakeSocket.all[1].sent[0].payload, { symbols: ["AAPL"], since: { AAPL: 4 } });
   c.close();
 });
 
 test("never reconnects after codes that mean don't, and says why", async () => {
   for (const code of [1008, 1003, 1007, 1009]) {
-    FakeSocket.all = [];
-    const c = new TickcastClient({ url: "ws://x/ws", WebSocket: FakeSocket, random: () => 0 });
-    const states = [];
-    c.addEventListener("state", (e) => states.push(e.detail));
+    const { c, clock, events } = setup();
     await c.connect();
     FakeSocket.all[0].serverSays({ type: "welcome", payload: {} });
     FakeSocket.all[0].serverCloses(code, "no");
-    await new Promise((r) => setTimeout(r, 5));
+    await clock.advance(120000);
     assert.equal(FakeSocket.all.length, 1, `no reconnect after ${code}`);
-    assert.equal(states.at(-1).state, "closed");
-    assert.match(states.at(-1).reason, new RegExp(String(code)));
+    assert.equal(events.state.at(-1).state, "closed");
+    assert.match(events.state.at(-1).reason, new RegExp(String(code)));
   }
 });
 
 test("fetches a fresh token before every connect and stops on an expired one", async () => {
-  FakeSocket.all = [];
-  const now = Date.now();
-  const make = (exp) => `h.${Buffer.from(JSON.stringify({ exp })).toString("base64url")}.s`;
-  const tokens = [make(now / 1000 + 60), make(now / 1000 + 60), make(now / 1000 - 1)];
+  const clock = new FakeClock();
+  const now = clock.t / 1000;
+  const tokens = [jwt({ exp: now + 60 }), jwt({ exp: now + 60 }), jwt({ exp: now - 1 })];
   let calls = 0;
-  const c = new TickcastClient({ url: "ws://x/ws", WebSocket: FakeSocket, random: () => 0, getToken: async () => tokens[calls++] });
-  const states = [];
-  c.addEventListener("state", (e) => states.push(e.detail));
+  const fetch = async () => { throw new TypeError("Failed to fetch"); };
+  const { c, events } = setup({ getToken: async () => tokens[calls++], fetch }, clock);
   await c.connect();
   assert.ok(FakeSocket.all[0].url.includes("token=" + encodeURIComponent(tokens[0])));
   FakeSocket.all[0].serverSays({ type: "welcome", payload: {} });
   FakeSocket.all[0].serverCloses(4401, "token expired");
-  await new Promise((r) => setTimeout(r, 5));
+  await clock.advance(0);
   assert.ok(FakeSocket.all[1].url.includes(encodeURIComponent(tokens[1])), "a new token for the new connection");
+  FakeSocket.all[1].serverSays({ type: "welcome", payload: {} });
   FakeSocket.all[1].serverCloses(1006);
-  await new Promise((r) => setTimeout(r, 5));
+  await clock.advance(0);
   assert.equal(FakeSocket.all.length, 2, "the expired third token is never used");
-  assert.equal(states.at(-1).state, "closed");
-  assert.match(states.at(-1).reason, /expired/);
+  assert.equal(events.state.at(-1).state, "closed");
+  assert.match(events.state.at(-1).reason, /expired/);
 });
 
 test("pings after silence and treats a missing pong as a dead connection", async () => {
-  FakeSocket.all = [];
-  const c = new TickcastClient({ url: "ws://x/ws", WebSocket: FakeSocket, random: () => 0, pingAfterMs: 20, pongTimeoutMs: 20 });
-  const states = [];
-  c.addEventListener("state", (e) => states.push(e.detail.state));
+  const { c, clock, events } = setup({ pingAfterMs: 20000, pongTimeoutMs: 5000 });
   await c.connect();
   FakeSocket.all[0].serverSays({ type: "welcome", payload: {} });
-  await new Promise((r) => setTimeout(r, 30));
+  await clock.advance(19999);
+  assert.equal(FakeSocket.all[0].sent.length, 0);
+  await clock.advance(1);
   assert.equal(FakeSocket.all[0].sent.at(-1).type, "ping");
-  await new Promise((r) => setTimeout(r, 40));
-  assert.ok(states.includes("reconnecting"), "no pong: reconnect");
+  await clock.advance(4999);
+  assert.equal(events.state.at(-1).state, "open");
+  await clock.advance(1);
+  assert.ok(events.state.some((e) => e.state === "reconnecting"), "no pong: reconnect");
+  assert.equal(FakeSocket.all.length, 2);
+  c.close();
+});
+
+// ---------------------------------------------------------------- token refresh
+
+test("refreshes the token before it expires, with a fresh one each time", async () => {
+  const clock = new FakeClock();
+  const { issued, getToken } = tokenSource(clock, 300);
+  const { c, events } = setup({ getToken, symbols: ["A"] }, clock);
+  await c.connect();
+  const ws = FakeSocket.all[0];
+  ws.serverSays({ type: "welcome", payload: { epoch: 1 } });       // no exp: read from the token
+  const auths = () => ws.sent.filter((m) => m.type === "auth");
+  await clock.advance(239999);
+  assert.equal(auths().length, 0, "not before 80% of the token's life");
+  await clock.advance(1);
+  assert.equal(auths().length, 1);
+  assert.equal(issued.length, 2, "a fresh token from getToken");
+  assert.equal(auths()[0].payload.token, issued[1]);
+  assert.notEqual(issued[1], issued[0], "never the token of the connect (one-time jti)");
+
+  // The server's answer carries the new exp: the next refresh is computed from it.
+  const exp = Math.floor(clock.t / 1000) + 100;
+  ws.serverSays({ type: "authenticated", id: auths()[0].id, payload: { sub: "alice", exp } });
+  await clock.advance(69999);
+  assert.equal(auths().length, 1, "100 s left: refresh 30 s before");
+  await clock.advance(1);
+  assert.equal(auths().length, 2);
+  assert.equal(auths()[1].payload.token, issued[2]);
+  assert.equal(FakeSocket.all.length, 1, "one connection throughout");
+  assert.deepEqual(events.error, []);
+
+  // A refresh to a short-lived token: the next one comes as soon as allowed.
+  ws.serverSays({ type: "authenticated", id: auths()[1].id, payload: { sub: "alice", exp: Math.floor(clock.t / 1000) + 8 } });
+  await clock.advance(1000);
+  assert.equal(auths().length, 3);
+
+  // On close the refresh timer goes with the connection.
+  ws.serverCloses(1001);
+  assert.ok(![...clock.timers.values()].some((t) => t.at > clock.t + 1000), "only the reconnect is pending");
+  c.close();
+  assert.equal(clock.timers.size, 0);
+});
+
+test("the welcome's exp wins over the token's", async () => {
+  const clock = new FakeClock();
+  const { getToken } = tokenSource(clock, 300);
+  const { c } = setup({ getToken }, clock);
+  await c.connect();
+  const ws = FakeSocket.all[0];
+  ws.serverSays({ type: "welcome", payload: { epoch: 1, exp: Math.floor(clock.t / 1000) + 60 } });
+  await clock.advance(30000);
+  assert.equal(ws.sent.filter((m) => m.type === "auth").length, 1, "30 s before the server's exp");
+  c.close();
+});
+
+test("a refused refresh is said and retried twice before expiry; then 4401 leads to a reconnect with a fresh token", async () => {
+  const clock = new FakeClock();
+  const { issued, getToken } = tokenSource(clock, 60);
+  const { c, events } = setup({ getToken }, clock);
+  await c.connect();
+  const ws = FakeSocket.all[0];
+  ws.serverSays({ type: "welcome", payload: { epoch: 1 } });
+  const auths = () => ws.sent.filter((m) => m.type === "auth");
+  const refuse = () => ws.serverSays({ type: "error", id: auths().at(-1).id, payload: { code: "unauthorized", message: "token refused: replayed" } });
+  await clock.advance(30000);
+  assert.equal(auths().length, 1);
+  refuse();
+  assert.equal(events.error.at(-1).code, "unauthorized");
+  await clock.advance(1000);
+  assert.equal(auths().length, 2, "retried after 1 s");
+  refuse();
+  await clock.advance(2000);
+  assert.equal(auths().length, 3, "retried after 2 s");
+  assert.deepEqual(new Set(auths().map((m) => m.payload.token)).size, 3, "a fresh token each time");
+  refuse();
+  await clock.advance(26000);
+  assert.equal(auths().length, 3, "then no more: the server will close at expiry");
+  assert.equal(events.error.length, 3);
+  ws.serverCloses(4401, "token expired");
+  await clock.advance(1000);
+  assert.equal(FakeSocket.all.length, 2, "the normal reconnect path");
+  assert.ok(FakeSocket.all[1].url.includes(encodeURIComponent(issued.at(-1))));
+  c.close();
+});
+
+test("a token callback that fails during a refresh is retried like a refused refresh", async () => {
+  const clock = new FakeClock();
+  let fail = false;
+  const source = tokenSource(clock, 60);
+  const getToken = async () => { if (fail) throw new Error("backend down"); return source.getToken(); };
+  const { c, events } = setup({ getToken }, clock);
+  await c.connect();
+  const ws = FakeSocket.all[0];
+  ws.serverSays({ type: "welcome", payload: { epoch: 1 } });
+  fail = true;
+  await clock.advance(30000);
+  assert.match(events.error.at(-1).message, /backend down/);
+  fail = false;
+  await clock.advance(1000);
+  assert.equal(ws.sent.filter((m) => m.type === "auth").length, 1, "the retry got a token");
+  c.close();
+});
+
+// ---------------------------------------------------------------- refused upgrades
+
+/** A fake fetch answering `status` with `body`, or throwing for status null; records its calls. */
+function fakeFetch(status, body = "") {
+  const calls = [];
+  const fetch = async (url, init) => {
+    calls.push({ url, auth: init.headers.Authorization });
+    if (status === null) throw new TypeError("Failed to fetch");
+    return { status, text: async () => body };
+  };
+  return { calls, fetch };
+}
+
+/** Makes each new socket fail before opening, `n` times, advancing past each backoff. */
+async function failBeforeOpen(clock, n) {
+  for (let i = 0; i < n; i++) {
+    const before = FakeSocket.all.length;
+    FakeSocket.all.at(-1).failsBeforeOpen();
+    await clock.advance(MAX_BACKOFF_MS);
+    if (FakeSocket.all.length === before) return i + 1;
+  }
+  return n;
+}
+
+test("three refused upgrades in a row: the client stops, saying why", async () => {
+  for (const status of [401, 403]) {
+    const clock = new FakeClock();
+    const { issued, getToken } = tokenSource(clock, 60);
+    const { calls, fetch } = fakeFetch(status, "unauthorized: bad signature\n");
+    const { c, events } = setup({ getToken, fetch }, clock);
+    await c.connect();
+    await failBeforeOpen(clock, 3);
+    assert.equal(FakeSocket.all.length, 3, "three attempts, no fourth");
+    assert.equal(calls.length, 3);
+    assert.equal(calls[0].url, "http://x/snapshot?symbols=");
+    assert.ok(calls.every((k) => k.auth.startsWith("Bearer ")));
+    assert.equal(new Set([...calls.map((k) => k.auth.slice(7)), ...FakeSocket.all.map((s) => s.url)]).size, 6, "a fresh token each time");
+    assert.equal(issued.length, 6);
+    assert.deepEqual(events.error.map((e) => [e.code, e.status, e.message]), Array(3).fill(["refused", status, "unauthorized: bad signature"]));
+    assert.equal(events.state.at(-1).state, "closed");
+    assert.match(events.state.at(-1).reason, new RegExp(`refused by the server \\(${status}\\): unauthorized: bad signature`));
+    await clock.advance(10 * MAX_BACKOFF_MS);
+    assert.equal(FakeSocket.all.length, 3);
+    assert.equal(clock.timers.size, 0, "nothing left to run");
+  }
+});
+
+test("a probe that fails to fetch, or gets any other status, means: retry", async () => {
+  for (const status of [null, 200, 503]) {
+    const clock = new FakeClock();
+    const { getToken } = tokenSource(clock, 60);
+    const { calls, fetch } = fakeFetch(status, "[]");
+    const { c, events } = setup({ getToken, fetch }, clock);
+    await c.connect();
+    assert.equal(await failBeforeOpen(clock, 6), 6);
+    assert.equal(FakeSocket.all.length, 7, `status ${status}: still trying`);
+    assert.equal(calls.length, 6);
+    assert.deepEqual(events.error, []);
+    assert.equal(events.state.at(-1).state, "connecting");
+    c.close();
+  }
+});
+
+test("refusals count only in a row: an open connection starts the count over", async () => {
+  const clock = new FakeClock();
+  const { getToken } = tokenSource(clock, 60);
+  const { fetch } = fakeFetch(401, "no");
+  const { c, events } = setup({ getToken, fetch }, clock);
+  await c.connect();
+  await failBeforeOpen(clock, 2);
+  FakeSocket.all.at(-1).open();
+  FakeSocket.all.at(-1).serverCloses(1006);
+  await clock.advance(MAX_BACKOFF_MS);
+  await failBeforeOpen(clock, 2);
+  assert.equal(events.error.length, 4);
+  assert.notEqual(events.state.at(-1).state, "closed");
+  c.close();
+});
+
+test("without a token callback a connection that never opened is a network failure: no probe, retry", async () => {
+  const { fetch, calls } = fakeFetch(401);
+  const { c, clock, events } = setup({ fetch });
+  await c.connect();
+  assert.equal(await failBeforeOpen(clock, 5), 5);
+  assert.equal(calls.length, 0);
+  assert.equal(events.state.at(-1).state, "connecting");
+  c.close();
+});
+
+test("close() during a probe: nothing more happens", async () => {
+  const clock = new FakeClock();
+  const { getToken } = tokenSource(clock, 60);
+  let answer;
+  const fetch = () => new Promise((r) => { answer = r; });
+  const { c, events } = setup({ getToken, fetch }, clock);
+  await c.connect();
+  FakeSocket.all[0].failsBeforeOpen();
+  await clock.advance(0);
+  c.close();
+  answer({ status: 401, text: async () => "no" });
+  await clock.advance(MAX_BACKOFF_MS);
+  assert.equal(FakeSocket.all.length, 1);
+  assert.deepEqual(events.error, []);
+  assert.equal(events.state.at(-1).state, "closed");
+});
+
+test("a message the server would close the connection for (over max_message) is not sent, and said so", async () => {
+  const clock = new FakeClock();
+  const huge = jwt({ sub: "alice", exp: clock.t / 1000 + 60, symbols: names(400, 20) });
+  let calls = 0;
+  const getToken = async () => (calls++ === 0 ? jwt({ sub: "alice", exp: clock.t / 1000 + 60 }) : huge);
+  const { c, events } = setup({ getToken }, clock);
+  await c.connect();
+  const ws = FakeSocket.all[0];
+  ws.serverSays({ type: "welcome", payload: { epoch: 1, max_message: 4096 } });
+  await clock.advance(30000);
+  assert.equal(ws.sent.filter((m) => m.type === "auth").length, 0);
+  assert.match(events.error.at(-1).message, /auth message over the server's 4096 bytes/);
+  assert.equal(ws.readyState, 1, "the connection lives on (until the token expires)");
   c.close();
 });
