@@ -493,6 +493,7 @@ impl Hub {
             added: HashSet::new(),
             errors,
         };
+        let since: HashMap<String, u64> = since.into_iter().collect();
         for name in &symbols {
             let sid = self.intern(name);
             let Some(c) = self.clients.get_mut(&client) else {
@@ -511,7 +512,7 @@ impl Hub {
                     }
                 }
             }
-            let since = since.iter().find(|(s, _)| s == name).map(|(_, seq)| *seq);
+            let since = since.get(name).copied();
             reply.symbols.push(SubscribedSymbol {
                 slot: entry.slot.clone(),
                 since,

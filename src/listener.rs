@@ -53,12 +53,18 @@ pub fn listen(addr: SocketAddr, reuse_port: bool) -> std::io::Result<std::net::T
     Ok(socket.into())
 }
 
-/// Accepts on its own OS thread until the process ends.
+/// Connections the operator listener (`--metrics-listen`) serves at once:
+/// its own, so that a crowd on the public listener cannot lock operators out.
+pub const OPERATOR_HANDSHAKES: usize = 16;
+
+/// Accepts on its own OS thread until the process ends. `handshakes` holds
+/// this listener's places for connections in their HTTP phase.
 pub fn accept_thread(
     listener: std::net::TcpListener,
     runtime: tokio::runtime::Handle,
     state: Arc<AppState>,
     routes: Routes,
+    handshakes: Arc<Admission>,
     limits: HttpLimits,
 ) -> std::io::Result<()> {
     let refusing = Arc::new(AtomicUsize::new(0));
@@ -81,7 +87,7 @@ pub fn accept_thread(
                 if stream.set_nonblocking(true).is_err() {
                     continue;
                 }
-                let permit = state.admission.try_handshake();
+                let permit = handshakes.try_handshake();
                 let state = state.clone();
                 let limits = limits.clone();
                 let refusing = refusing.clone();

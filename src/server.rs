@@ -219,11 +219,16 @@ pub async fn serve(args: ServeArgs) -> Result<(), StartError> {
         send_buffer: args.send_buffer,
     };
     for (listener, routes) in listeners {
+        let handshakes = match routes {
+            Routes::Public => state.admission.clone(),
+            Routes::Operator => crate::admission::Admission::new(0, listener::OPERATOR_HANDSHAKES),
+        };
         listener::accept_thread(
             listener,
             tokio::runtime::Handle::current(),
             state.clone(),
             routes,
+            handshakes,
             http_limits.clone(),
         )
         .map_err(|e| StartError {

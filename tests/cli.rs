@@ -135,3 +135,59 @@ async fn every_flag_has_an_environment_variable() {
     assert_eq!(w["payload"]["heartbeat_ms"], 1500);
     assert_eq!(w["payload"]["max_symbols"], 7);
 }
+
+#[test]
+fn switches_from_the_environment_take_the_usual_spellings() {
+    for value in ["1", "yes", "on", "true", "0", "no", "off", "false"] {
+        let (code, _, err) = run(
+            &[
+                "--listen",
+                "127.0.0.1:0",
+                "--feed",
+                "synthetic",
+                "--max-connections",
+                "0",
+            ],
+            &[("TICKCAST_REUSE_PORT", value)],
+        );
+        // --max-connections 0 is refused after the environment was read: a
+        // quick exit that shows the switch itself was accepted.
+        assert_eq!(code, 2, "{value}: {err}");
+        assert!(err.contains("--max-connections"), "{value}: {err}");
+        assert!(!err.contains("TICKCAST_REUSE_PORT"), "{value}: {err}");
+    }
+    let (code, _, err) = run(
+        &["--listen", "127.0.0.1:0"],
+        &[("TICKCAST_REUSE_PORT", "maybe")],
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains("TICKCAST_REUSE_PORT"), "{err}");
+}
+
+#[test]
+fn a_bad_value_from_the_environment_names_the_variable() {
+    for (var, value) in [
+        ("TICKCAST_QUEUE", "abc"),
+        ("TICKCAST_COALESCE", "fast"),
+        ("TICKCAST_ALLOWED_ORIGINS", "example.com"),
+        ("TICKCAST_ALLOW_AUTH_MESSAGE", "perhaps"),
+    ] {
+        let (code, _, err) = run(&["--listen", "127.0.0.1:0"], &[(var, value)]);
+        assert_eq!(code, 2, "{var}: {err}");
+        assert!(err.contains(var), "{var} should be named: {err}");
+    }
+    // On the command line, the flag is what is named.
+    let (code, _, err) = run(&["--queue", "abc"], &[("TICKCAST_QUEUE", "abc")]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("--queue") && !err.contains("TICKCAST_QUEUE"),
+        "{err}"
+    );
+}
+
+#[test]
+fn help_names_the_secret_variable() {
+    let (code, out, _) = run(&["--help"], &[]);
+    assert_eq!(code, 0);
+    assert!(out.contains("TICKCAST_AUTH_SECRET"), "{out}");
+}

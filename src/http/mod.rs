@@ -241,6 +241,13 @@ fn authenticate(
 fn refused(why: Refusal, r: Reply) -> Reply {
     METRICS.refused(why);
     METRICS.upgrade(UpgradeResult::Rejected);
+    closing(r)
+}
+
+/// A refused upgrade ends its connection: no keep-alive for a client we turned away.
+fn closing(mut r: Reply) -> Reply {
+    r.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
     r
 }
 
@@ -258,10 +265,10 @@ fn upgrade(mut req: Request<Incoming>, state: &AppState) -> Reply {
         );
     }
     if !upgrade::is_upgrade(req.headers()) {
-        return text(
+        return closing(text(
             StatusCode::BAD_REQUEST,
             "/ws expects a WebSocket upgrade (Connection: Upgrade, Upgrade: websocket)",
-        );
+        ));
     }
     let valid = match upgrade::validate(req.method(), req.version(), req.headers()) {
         Ok(v) => v,
@@ -300,7 +307,7 @@ fn upgrade(mut req: Request<Incoming>, state: &AppState) -> Reply {
         Err(_) if state.allow_auth_message && no_token_given(&req) => Identity::AwaitingAuth,
         Err((status, message)) => {
             METRICS.upgrade(UpgradeResult::Unauthorized);
-            return text(status, message);
+            return closing(text(status, message));
         }
     };
     let on_upgrade = hyper::upgrade::on(&mut req);

@@ -320,8 +320,10 @@ impl Conn {
         let mut accepted: Vec<String> = Vec::with_capacity(symbols.len());
         let mut invalid = Vec::new();
         let mut forbidden = Vec::new();
+        // Hashed, not searched: a request may name thousands of symbols.
+        let mut seen = std::collections::HashSet::with_capacity(symbols.len());
         for s in symbols {
-            if accepted.contains(&s) || invalid.contains(&s) || forbidden.contains(&s) {
+            if !seen.insert(s.clone()) {
                 continue;
             }
             if !symbol::is_valid(&s) {
@@ -354,7 +356,7 @@ impl Conn {
         }
         let since = since
             .into_iter()
-            .filter(|(s, _)| accepted.contains(s))
+            .filter(|(s, _)| seen.contains(s) && symbol::is_valid(s))
             .collect();
         self.ctx.hub.send(Command::Subscribe {
             client: self.outbox.id,

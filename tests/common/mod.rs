@@ -41,6 +41,19 @@ impl Server {
 
     /// Starts tickcast listening on `listen` exactly.
     pub fn start_at(listen: &str, flags: &[&str], env: &[(&str, &str)]) -> Server {
+        Self::start_inner(listen, flags, env, None)
+    }
+
+    fn start_configured(flags: &[&str], env: &[(&str, &str)], open_files: Option<u64>) -> Server {
+        Self::start_inner("127.0.0.1:0", flags, env, open_files)
+    }
+
+    fn start_inner(
+        listen: &str,
+        flags: &[&str],
+        env: &[(&str, &str)],
+        open_files: Option<u64>,
+    ) -> Server {
         let mut cmd = Command::new(binary());
         cmd.args(["--listen", listen])
             .args(flags)
@@ -48,6 +61,22 @@ impl Server {
             .stderr(Stdio::piped());
         for (k, v) in env {
             cmd.env(k, v);
+        }
+        if let Some(limit) = open_files {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: setrlimit is async-signal-safe; it runs in the child before exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let l = libc::rlimit {
+                        rlim_cur: limit,
+                        rlim_max: limit,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &l) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
         }
         let mut child = cmd.spawn().expect("start tickcast");
         let stderr = child.stderr.take().unwrap();
@@ -133,6 +162,11 @@ impl Server {
 
     pub async fn get(&self, path: &str) -> (u16, String) {
         http_get(self.addr, path, &[]).await
+    }
+
+    /// A metric read from another listener of the server (`--metrics-listen`).
+    pub async fn metric_at(addr: SocketAddr, series: &str) -> f64 {
+        metric_value(&http_get(addr, "/metrics", &[]).await.1, series)
     }
 
     pub async fn metric(&self, series: &str) -> f64 {
@@ -380,6 +414,11 @@ impl RawWs {
         })
     }
 
+    /// Bytes read from the socket but not yet returned as frames.
+    pub fn take_buffered(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.buf)
+    }
+
     pub async fn connect(addr: SocketAddr) -> RawWs {
         Self::handshake(TcpStream::connect(addr).await.unwrap(), "/ws", &[])
             .await
@@ -497,6 +536,45 @@ impl Publisher {
     pub fn tick(&mut self, v: Value) {
         self.line(&v.to_string());
     }
+}
+
+/// Sends raw bytes as an HTTP request and reads the answer until the server
+/// closes or `Connection: close` ends it; returns the status (0 when the
+/// server closed without a status line), the head and the body.
+pub async fn raw_http(addr: SocketAddr, request: &[u8]) -> (u16, String, String) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let _ = s.write_all(request).await;
+    let mut raw = Vec::new();
+    let mut chunk = [0u8; 8192];
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        match tokio::time::timeout_at(deadline, s.read(&mut chunk)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => raw.extend_from_slice(&chunk[..n]),
+            Err(_) => panic!("no answer in time: {:?}", String::from_utf8_lossy(&raw)),
+        }
+    }
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text
+        .strip_prefix("HTTP/1.")
+        .and_then(|r| r.get(2..5))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    (status, head.to_string(), body.to_string())
+}
+
+/// A TCP connection whose receive buffer is `rcvbuf` bytes (set before
+/// connecting, so the window the server sees is small from the start).
+pub async fn connect_with_rcvbuf(addr: SocketAddr, rcvbuf: usize) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(rcvbuf as u32).unwrap();
+    socket.connect(addr).await.unwrap()
+}
+
+/// Starts a server with the open-files limit of the process set to `limit`.
+pub fn start_with_open_files(limit: u64, flags: &[&str]) -> Server {
+    Server::start_configured(flags, &[], Some(limit))
 }
 
 /// A loopback port free right now.
