@@ -126,6 +126,15 @@ def tickcast():
     ], "short", width=8)
     b.panel("CPU", [q(f'rate(process_cpu_seconds_total{{job=~"tickcast.*"}}[$__rate_interval]) {OF_NODES}', "{{instance}}")],
             "percentunit", width=8)
+    b.panel("Connections against the cap", [
+        q(f"sum by (node) (tickcast_connections{{{NODE}}})", "connections {{node}}"),
+        q(f"sum by (node) (tickcast_max_connections{{{NODE}}})", "cap {{node}}"),
+        q(f"sum by (node) (tickcast_handshakes{{{NODE}}})", "in HTTP phase {{node}}"),
+    ], "short", width=6, description="--max-connections, and connections still in their handshake.")
+    b.panel("Refused before a session", [q(rate("tickcast_refused_total", "reason"), "{{reason}}")], "ops", width=6,
+            description="Upgrades and connections turned away: invalid, foreign origin, over a cap, out of descriptors.")
+    b.panel("Tokens refused", [q(rate("tickcast_auth_failures_total", "reason"), "{{reason}}")], "ops", width=6)
+    b.panel("Error replies", [q(rate("tickcast_client_errors_total", "code"), "{{code}}")], "ops", width=6)
     return b.json()
 
 
