@@ -64,16 +64,23 @@ impl SymbolSlot {
 /// Symbols that have a value, by name, for `/snapshot` and the symbol universe.
 ///
 /// Written by the hub only when a symbol gets its first value; read by HTTP
-/// handlers. Not on the per-update path.
+/// handlers. Not on the per-update path. The sorted list every `/snapshot`
+/// of all symbols walks is made once after each change and shared.
 #[derive(Default)]
 pub struct SymbolTable {
     by_name: RwLock<HashMap<Box<str>, Arc<SymbolSlot>>>,
+    /// Bumped by every insert (under the map's write lock).
+    generation: std::sync::atomic::AtomicU64,
+    /// The sorted list and the generation it was made from.
+    sorted: RwLock<(u64, Arc<Vec<Arc<SymbolSlot>>>)>,
 }
 
 impl SymbolTable {
     pub fn insert(&self, slot: Arc<SymbolSlot>) {
         let mut map = self.by_name.write().unwrap_or_else(|e| e.into_inner());
         map.insert(slot.name.clone(), slot);
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     }
 
     pub fn get(&self, name: &str) -> Option<Arc<SymbolSlot>> {
@@ -81,11 +88,35 @@ impl SymbolTable {
         map.get(name).cloned()
     }
 
-    /// Every symbol with a value, sorted by name.
-    pub fn all(&self) -> Vec<Arc<SymbolSlot>> {
-        let map = self.by_name.read().unwrap_or_else(|e| e.into_inner());
-        let mut v: Vec<_> = map.values().cloned().collect();
+    /// How many symbols have a value.
+    pub fn len(&self) -> usize {
+        self.by_name.read().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Every symbol with a value, sorted by name (made once per change, shared).
+    pub fn sorted(&self) -> Arc<Vec<Arc<SymbolSlot>>> {
+        let current = self.generation.load(std::sync::atomic::Ordering::Acquire);
+        {
+            let cached = self.sorted.read().unwrap_or_else(|e| e.into_inner());
+            if cached.0 == current && current > 0 {
+                return cached.1.clone();
+            }
+        }
+        let (generation, mut v) = {
+            let map = self.by_name.read().unwrap_or_else(|e| e.into_inner());
+            let generation = self.generation.load(std::sync::atomic::Ordering::Acquire);
+            (generation, map.values().cloned().collect::<Vec<_>>())
+        };
         v.sort_by(|a, b| a.name.cmp(&b.name));
-        v
+        let list = Arc::new(v);
+        let mut cached = self.sorted.write().unwrap_or_else(|e| e.into_inner());
+        if cached.0 < generation {
+            *cached = (generation, list.clone());
+        }
+        list
     }
 }

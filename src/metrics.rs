@@ -237,16 +237,19 @@ pub enum Refusal {
     AcceptFailed,
     /// Shutting down, or a cluster ingest (serves no clients): 503.
     Unavailable,
+    /// `/snapshot` requests already being answered at once: 503.
+    Snapshots,
 }
 
 impl Refusal {
-    pub const ALL: [Refusal; 6] = [
+    pub const ALL: [Refusal; 7] = [
         Refusal::BadRequest,
         Refusal::Origin,
         Refusal::MaxConnections,
         Refusal::Handshakes,
         Refusal::AcceptFailed,
         Refusal::Unavailable,
+        Refusal::Snapshots,
     ];
 
     pub fn label(self) -> &'static str {
@@ -257,6 +260,7 @@ impl Refusal {
             Refusal::Handshakes => "handshakes",
             Refusal::AcceptFailed => "accept_failed",
             Refusal::Unavailable => "unavailable",
+            Refusal::Snapshots => "snapshots",
         }
     }
 }

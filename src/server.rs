@@ -206,6 +206,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), StartError> {
         shutting_down: AtomicBool::new(false),
         admission,
         origins: args.allowed_origins.clone(),
+        snapshots: Default::default(),
     });
     info!(
         "listening on http://{local} (WebSocket: ws://{local}/ws; at most {} connections)",

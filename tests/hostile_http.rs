@@ -356,3 +356,46 @@ async fn the_operator_listener_serves_only_metrics_and_health() {
         "the public listener still upgrades"
     );
 }
+
+/// A snapshot of every symbol is written as the client reads: many clients
+/// asking for it and not reading cost a chunk each, not a copy each.
+#[tokio::test]
+async fn slow_readers_of_a_large_snapshot_cost_a_chunk_each() {
+    use std::io::Write;
+    let s = Server::start(&["--feed", "tcp://127.0.0.1:0"]);
+    let mut p = s.publisher();
+    let mut lines = Vec::new();
+    for i in 0..20_000 {
+        writeln!(
+            lines,
+            r#"{{"symbol":"S{i}","bid":{i}.25,"ask":{i}.5,"last":{i}.375,"volume":{i}}}"#
+        )
+        .unwrap();
+    }
+    p.stream.write_all(&lines).unwrap();
+    s.wait_metric("tickcast_updates_total", |v| v == 20_000.0)
+        .await;
+    let (status, body) = s.get("/snapshot").await;
+    assert_eq!(status, 200);
+    let all: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(all.as_array().unwrap().len(), 20_000);
+    assert!(body.len() > 2_000_000, "{} bytes", body.len());
+    let before = s.metric("process_resident_memory_bytes").await;
+    let mut readers = Vec::new();
+    for _ in 0..60 {
+        let mut c = connect_with_rcvbuf(s.addr, 4096).await;
+        c.write_all(b"GET /snapshot HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        readers.push(c);
+    }
+    // Each answer has started and stalled on its client's window.
+    s.wait_metric("tickcast_handshakes", |v| v >= 61.0).await;
+    let grown = s.metric("process_resident_memory_bytes").await - before;
+    assert!(
+        grown < 40.0 * 1024.0 * 1024.0,
+        "60 stalled snapshots of {} bytes cost {:.1} MiB",
+        body.len(),
+        grown / 1048576.0
+    );
+}

@@ -348,7 +348,29 @@ fn http_get(authority: &str, path: &str) -> Result<String, String> {
             head.lines().next().unwrap_or("")
         ));
     }
-    Ok(body.to_string())
+    let chunked = head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked");
+    if chunked {
+        dechunk(body).ok_or_else(|| format!("{authority}{path}: a chunked body cut short"))
+    } else {
+        Ok(body.to_string())
+    }
+}
+
+/// Decodes a `Transfer-Encoding: chunked` body (the server writes large
+/// answers such as `/snapshot` in chunks).
+fn dechunk(mut rest: &str) -> Option<String> {
+    let mut out = String::new();
+    loop {
+        let (size, after) = rest.split_once("\r\n")?;
+        let n = usize::from_str_radix(size.split(';').next()?.trim(), 16).ok()?;
+        if n == 0 {
+            return Some(out);
+        }
+        out.push_str(after.get(..n)?);
+        rest = after.get(n..)?.strip_prefix("\r\n")?;
+    }
 }
 
 /// Each server's own figures (once per distinct host:port).
@@ -437,5 +459,20 @@ impl Progress {
         if self.tty {
             eprintln!();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunked_bodies_are_decoded() {
+        assert_eq!(dechunk("2\r\n[]\r\n0\r\n\r\n").as_deref(), Some("[]"));
+        assert_eq!(
+            dechunk("3\r\n[1,\r\na\r\n2,3,4,5,6]\r\n0\r\n\r\n").as_deref(),
+            Some("[1,2,3,4,5,6]")
+        );
+        assert_eq!(dechunk("5\r\n[1,"), None, "cut short");
     }
 }

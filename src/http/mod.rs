@@ -10,19 +10,19 @@
 //! `/healthz` and `/readyz`: it is meant for a private network, and serving
 //! clients there would let them around the public listener's limits.
 
+pub mod body;
 pub mod origin;
+mod snapshot;
 pub mod upgrade;
 
 use crate::admission::Admission;
 use crate::auth::{Authenticator, Claims, TokenError, TokenUse};
 use crate::clock::now_secs;
-use crate::encode::put_tick_payload;
 use crate::latest::SymbolTable;
 use crate::metrics::{self, Refusal, UpgradeResult, METRICS};
 use crate::session::{self, Identity, SessionContext};
-use crate::symbol;
+use body::Body;
 use bytes::Bytes;
-use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
@@ -55,6 +55,8 @@ pub struct AppState {
     pub shutting_down: AtomicBool,
     pub admission: Arc<Admission>,
     pub origins: Origins,
+    /// Cluster edge: `/snapshot` answers being built from the bucket now.
+    pub snapshots: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// Which routes a listener serves.
@@ -66,17 +68,21 @@ pub enum Routes {
     Operator,
 }
 
-type Reply = Response<Full<Bytes>>;
+type Reply = Response<Body>;
 
-fn reply(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Reply {
-    let mut r = Response::new(Full::new(body.into()));
+pub(crate) fn reply(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> Reply {
+    let mut r = Response::new(Body::whole(body));
     *r.status_mut() = status;
     r.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     r
 }
 
-fn text(status: StatusCode, body: impl Into<String>) -> Reply {
+pub(crate) fn text(status: StatusCode, body: impl Into<String>) -> Reply {
     let mut body = body.into();
     body.push('\n');
     reply(status, "text/plain; charset=utf-8", body)
@@ -125,8 +131,8 @@ pub async fn handle(
     }
     Ok(match path {
         "/ws" => upgrade(req, &state),
-        "/snapshot" if preflight => snapshot_preflight(&req, &state),
-        "/snapshot" => snapshot(&req, &state).await,
+        "/snapshot" if preflight => snapshot::preflight(&req, &state),
+        "/snapshot" => snapshot::answer(&req, &state).await,
         "/healthz" => text(StatusCode::OK, "ok"),
         "/readyz" => readiness(&state),
         "/metrics" => reply(
@@ -201,7 +207,7 @@ fn percent_decode(s: &str) -> String {
 }
 
 /// Authenticates a request as `/ws` does. `Ok(None)`: no token and none needed.
-fn authenticate(
+pub(crate) fn authenticate(
     req: &Request<Incoming>,
     state: &AppState,
 ) -> Result<Option<Claims>, (StatusCode, String)> {
@@ -331,7 +337,7 @@ fn upgrade(mut req: Request<Incoming>, state: &AppState) -> Reply {
         }
     });
     METRICS.upgrade(UpgradeResult::Accepted);
-    let mut r = Response::new(Full::new(Bytes::new()));
+    let mut r = Response::new(Body::whole(Bytes::new()));
     *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let h = r.headers_mut();
     h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -345,102 +351,6 @@ fn upgrade(mut req: Request<Incoming>, state: &AppState) -> Reply {
 fn no_token_given(req: &Request<Incoming>) -> bool {
     req.headers().get(header::AUTHORIZATION).is_none()
         && query_param(req.uri().query(), "token").is_none()
-}
-
-/// `OPTIONS /snapshot`: a browser asking whether its page may call it.
-fn snapshot_preflight(req: &Request<Incoming>, state: &AppState) -> Reply {
-    if !state.origins.allows(req.headers()) {
-        return text(
-            StatusCode::FORBIDDEN,
-            "origin not allowed (--allowed-origins)",
-        );
-    }
-    let mut r = reply(StatusCode::NO_CONTENT, "text/plain; charset=utf-8", "");
-    origin::add_cors(&mut r, req.headers());
-    origin::add_preflight(&mut r);
-    r
-}
-
-async fn snapshot(req: &Request<Incoming>, state: &AppState) -> Reply {
-    if !state.origins.allows(req.headers()) {
-        return text(
-            StatusCode::FORBIDDEN,
-            "origin not allowed (--allowed-origins)",
-        );
-    }
-    let mut r = snapshot_body(req, state).await;
-    origin::add_cors(&mut r, req.headers());
-    r
-}
-
-async fn snapshot_body(req: &Request<Incoming>, state: &AppState) -> Reply {
-    let claims = match authenticate(req, state) {
-        Ok(c) => c,
-        Err((status, message)) => return text(status, message),
-    };
-    let allowed = |s: &str| claims.as_ref().is_none_or(|c| c.allows(s));
-    let names: Vec<String> = match query_param(req.uri().query(), "symbols") {
-        Some(list) => {
-            let mut names = Vec::new();
-            for s in list.split(',').filter(|s| !s.is_empty()) {
-                if !symbol::is_valid(s) {
-                    return text(StatusCode::BAD_REQUEST, format!("`{s}` is not a symbol"));
-                }
-                if !allowed(s) {
-                    return text(StatusCode::FORBIDDEN, format!("not entitled to {s}"));
-                }
-                names.push(s.to_string());
-            }
-            names
-        }
-        None => all_symbols(state)
-            .await
-            .into_iter()
-            .filter(|s| allowed(s))
-            .collect(),
-    };
-    let mut body = Vec::with_capacity(64 + names.len() * 160);
-    body.push(b'[');
-    for name in names {
-        let Some(tick) = last_value(state, &name).await else {
-            continue;
-        };
-        if body.len() > 1 {
-            body.push(b',');
-        }
-        put_tick_payload(&mut body, &name, &tick, false);
-    }
-    body.push(b']');
-    reply(StatusCode::OK, "application/json", body)
-}
-
-/// Every symbol with a value: this node's, or (cluster edge) the bucket's.
-async fn all_symbols(state: &AppState) -> Vec<String> {
-    let Some(store) = &state.last_values else {
-        return state
-            .table
-            .all()
-            .iter()
-            .map(|s| s.name.to_string())
-            .collect();
-    };
-    let mut names = Vec::new();
-    if let Ok(mut keys) = store.keys().await {
-        use futures_util::StreamExt;
-        while let Some(Ok(key)) = keys.next().await {
-            names.extend(crate::bus::from_token(&key));
-        }
-    }
-    names.sort();
-    names
-}
-
-/// A symbol's latest value: this node's, or (cluster edge) the bucket's.
-async fn last_value(state: &AppState, name: &str) -> Option<crate::encode::TickState> {
-    match &state.last_values {
-        Some(store) => crate::bus::last_value(store, name).await.map(|u| u.state),
-        None => state.table.get(name)?.latest.load_full().map(|l| l.state),
-    }
 }
 
 #[cfg(test)]

@@ -561,7 +561,15 @@ pub async fn raw_http(addr: SocketAddr, request: &[u8]) -> (u16, String, String)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    (status, head.to_string(), body.to_string())
+    let chunked = head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked");
+    let body = if chunked {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    (status, head.to_string(), body)
 }
 
 /// A TCP connection whose receive buffer is `rcvbuf` bytes (set before
