@@ -345,14 +345,16 @@ async fn a_silent_publisher_is_disconnected_and_a_blank_line_keeps_one_alive() {
         alive
     });
     assert_eq!(quiet.reply(), "{\"error\":\"idle timeout\"}\n");
-    assert_eq!(s.metric(&publishers("idle_timeout")).await, 1.0);
-    assert_eq!(s.metric(&rejected("truncated")).await, 1.0);
+    s.wait_metric(&publishers("idle_timeout"), |v| v == 1.0)
+        .await;
+    s.wait_metric(&rejected("truncated"), |v| v == 1.0).await;
     let mut alive = keep_alive.join().unwrap();
     alive.tick(json!({"symbol":"K","bid":1.0}));
     s.wait_metric("tickcast_feed_ticks_total", |v| v == 2.0)
         .await;
     assert_eq!(s.metric(&publishers("idle_timeout")).await, 1.0);
-    assert_eq!(s.metric("tickcast_feed_publishers").await, 1.0);
+    s.wait_metric("tickcast_feed_publishers", |v| v == 1.0)
+        .await;
 }
 
 #[tokio::test]

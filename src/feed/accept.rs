@@ -6,7 +6,7 @@
 //! on any bytes without a server: [`accept_bytes`] is the fuzzing entry point.
 
 use super::lines::LineSplitter;
-use super::parse::parse_line;
+use super::parse::{parse_line, MAX_LINE};
 use crate::encode::Fields;
 use crate::metrics::RejectReason;
 use crate::symbol::Symbol;
@@ -82,6 +82,11 @@ pub struct AcceptedTick {
 /// for a blank line (a keep-alive), or the reason it is rejected.
 pub fn accept_line(line: &[u8], range: &TsRange) -> Result<Option<AcceptedTick>, RejectReason> {
     let line = line.strip_suffix(b"\r").unwrap_or(line);
+    // Before the blank check, so that a long line means the same whether it
+    // arrived whole or in pieces (the splitter reports those).
+    if line.len() > MAX_LINE {
+        return Err(RejectReason::TooLong);
+    }
     if line.iter().all(|b| b.is_ascii_whitespace()) {
         return Ok(None);
     }
@@ -199,6 +204,11 @@ mod tests {
     #[test]
     fn blank_lines_are_keep_alives_and_cr_is_ignored() {
         assert_eq!(accept_line_at(b"", NOW, &live()), Ok(None));
+        let spaces = vec![b' '; MAX_LINE + 1];
+        assert_eq!(
+            accept_line_at(&spaces, NOW, &live()),
+            Err(RejectReason::TooLong)
+        );
         assert_eq!(accept_line_at(b" \t\r", NOW, &live()), Ok(None));
         assert!(
             accept_line_at(b"{\"symbol\":\"A\",\"bid\":1}\r", NOW, &live())

@@ -81,6 +81,13 @@ pub fn start(
 ) -> Result<String, StartFailure> {
     let description = match &args.feed {
         FeedSource::Synthetic => {
+            if args.symbols > args.max_feed_symbols {
+                crate::warn!(
+                    "--symbols {} is above --max-feed-symbols {}: the ticks of the others are rejected (symbol_limit)",
+                    args.symbols,
+                    args.max_feed_symbols
+                );
+            }
             let market = synthetic::Market::new(args.symbols as usize, fastrand::u64(..));
             let rate = args.rate;
             spawn("feed-synthetic", None, move || {

@@ -147,6 +147,10 @@ enum End {
 fn serve(mut stream: TcpStream, options: &Options, tx: &Sender<Batch>) {
     let mut splitter = LineSplitter::default();
     let end = read_publisher(&mut stream, &mut splitter, options, tx);
+    // Counted before the publisher is told, so that what it hears is already in /metrics.
+    if matches!(end, End::Idle | End::Failed) && splitter.has_partial_line() {
+        METRICS.rejected(RejectReason::Truncated);
+    }
     match end {
         End::Closed => {}
         End::Unauthorized => {
@@ -158,9 +162,6 @@ fn serve(mut stream: TcpStream, options: &Options, tx: &Sender<Batch>) {
             refuse(&stream, br#"{"error":"idle timeout"}"#);
         }
         End::Failed => {}
-    }
-    if matches!(end, End::Idle | End::Failed) && splitter.has_partial_line() {
-        METRICS.rejected(RejectReason::Truncated);
     }
 }
 
