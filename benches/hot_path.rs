@@ -1,5 +1,6 @@
 //! Hot-path benchmarks: feed line parse (serde_json vs simd-json), parse +
-//! coalesce, tick encode, fan-out pushes, client message parse.
+//! coalesce (and the full line acceptance + coalesce), tick encode, fan-out
+//! pushes, client message parse.
 //! Run: `cargo bench --bench hot_path` (figures in BENCHMARKS.md).
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
@@ -7,6 +8,7 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tickcast::encode::{tick_frame, Fields, TickState};
+use tickcast::feed::accept::{accept_line, TsBounds};
 use tickcast::feed::parse::{parse_line, SimdLineParser};
 use tickcast::feed::synthetic::Market;
 use tickcast::feed::Tick;
@@ -91,6 +93,30 @@ fn parse_and_coalesce(c: &mut Criterion) {
                             symbol: t.symbol,
                             fields: t.fields,
                             ts: t.ts.unwrap_or(0),
+                            arrival: now,
+                        });
+                    }
+                }
+                hub.on_batch(&batch);
+            }
+            hub.release_due();
+        })
+    });
+    // What a TCP publisher's thread really runs per line: blank-line check,
+    // parse, `ts` range (computed once per read, as there).
+    let range = TsBounds::live(Duration::from_secs(3600)).at(1_732_400_000_000_000);
+    g.bench_function("accept_and_coalesce", |b| {
+        let mut batch = Vec::with_capacity(512);
+        b.iter(|| {
+            let now = Instant::now();
+            for chunk in lines.chunks(512) {
+                batch.clear();
+                for l in chunk {
+                    if let Ok(Some(t)) = accept_line(l.as_bytes(), &range) {
+                        batch.push(Tick {
+                            symbol: t.symbol,
+                            fields: t.fields,
+                            ts: t.ts,
                             arrival: now,
                         });
                     }

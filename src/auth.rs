@@ -140,19 +140,26 @@ impl std::fmt::Display for TokenError {
 
 /// The HS256 secret: from `--auth-secret-file`, else `TICKCAST_AUTH_SECRET`, else none.
 pub fn load_secret(file: Option<&std::path::Path>) -> Result<Option<Vec<u8>>, String> {
+    load_secret_from(file, "--auth-secret-file", "TICKCAST_AUTH_SECRET")
+}
+
+/// A secret from `file` (given by the flag `flag`; trailing whitespace
+/// trimmed, must not be empty), else from the variable `var` (unless empty),
+/// else none. One convention for every secret of the command line.
+pub fn load_secret_from(
+    file: Option<&std::path::Path>,
+    flag: &str,
+    var: &str,
+) -> Result<Option<Vec<u8>>, String> {
     if let Some(path) = file {
-        let bytes = std::fs::read(path)
-            .map_err(|e| format!("--auth-secret-file {}: {e}", path.display()))?;
+        let bytes = std::fs::read(path).map_err(|e| format!("{flag} {}: {e}", path.display()))?;
         let trimmed = bytes.trim_ascii_end();
         if trimmed.is_empty() {
-            return Err(format!(
-                "--auth-secret-file {}: the file is empty",
-                path.display()
-            ));
+            return Err(format!("{flag} {}: the file is empty", path.display()));
         }
         return Ok(Some(trimmed.to_vec()));
     }
-    match std::env::var("TICKCAST_AUTH_SECRET") {
+    match std::env::var(var) {
         Ok(s) if !s.is_empty() => Ok(Some(s.into_bytes())),
         _ => Ok(None),
     }

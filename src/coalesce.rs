@@ -89,7 +89,9 @@ impl Coalescer {
         let window = self.window;
         let w = self.window_mut(id);
         w.fields.merge(fields);
-        w.ts = w.ts.max(ts);
+        // The newest tick is the last one merged, by arrival. Never a maximum:
+        // one bad `ts` far ahead would otherwise stamp every later update.
+        w.ts = ts;
         if w.open {
             w.pending = true;
             return Outcome::Merged {
@@ -208,6 +210,21 @@ mod tests {
                 volume: Some(100.0)
             }
         );
+    }
+
+    #[test]
+    fn ts_is_the_last_merged_ticks_never_a_stale_maximum() {
+        let mut c = Coalescer::new(W);
+        let t0 = Instant::now();
+        assert_eq!(released(c.on_tick(0, &bid(1.0), 500, t0, 0)).ts, 500);
+        c.on_tick(0, &bid(1.1), 900, t0 + W / 4, 0);
+        c.on_tick(0, &bid(1.2), 700, t0 + W / 2, 0);
+        let mut out = Vec::new();
+        c.release_due(t0 + W, 0, &mut out);
+        assert_eq!(out[0].state.ts, 700, "the last merged, not the largest");
+        c.release_due(t0 + 2 * W, 0, &mut out);
+        let s = released(c.on_tick(0, &bid(1.3), 600, t0 + 3 * W, 0));
+        assert_eq!(s.ts, 600, "an earlier ts than before is taken as it is");
     }
 
     #[test]

@@ -92,6 +92,35 @@ pub struct ServeArgs {
     #[arg(long, env = "TICKCAST_FEED", default_value = "synthetic", value_name = "SRC", value_parser = parse_feed)]
     pub feed: FeedSource,
 
+    /// A `tcp://` feed line whose `ts` is more than this before or after the time of
+    /// receipt is rejected (`ts_out_of_range`); a `file:` replay takes any past `ts` but
+    /// none this far in the future. A `ts` above 2^53 − 1 is always rejected.
+    #[arg(long, env = "TICKCAST_FEED_TS_SKEW", default_value = "1h", value_name = "D", value_parser = parse_duration)]
+    pub feed_ts_skew: Duration,
+
+    /// Most `tcp://` feed publishers connected at once; one more gets
+    /// `{"error":"too many publishers"}` and is closed.
+    #[arg(long, env = "TICKCAST_FEED_MAX_PUBLISHERS", default_value_t = 64, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub feed_max_publishers: u32,
+
+    /// A `tcp://` feed publisher that sends nothing for this long is disconnected
+    /// (an empty line is a keep-alive).
+    #[arg(long, env = "TICKCAST_FEED_IDLE_TIMEOUT", default_value = "60s", value_name = "D", value_parser = parse_duration)]
+    pub feed_idle_timeout: Duration,
+
+    /// File holding the feed secret (or set TICKCAST_FEED_SECRET): `tcp://` publishers
+    /// must then send `{"auth":"<secret>"}` as their first line within 10s. Required
+    /// when the feed listens beyond loopback.
+    #[arg(long, env = "TICKCAST_FEED_SECRET_FILE", value_name = "PATH")]
+    pub feed_secret_file: Option<PathBuf>,
+
+    /// Most symbols with a value the feed may bring; a line for a new symbol beyond
+    /// it is rejected (`symbol_limit`).
+    #[arg(long, env = "TICKCAST_MAX_FEED_SYMBOLS", default_value_t = 100_000, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
+    pub max_feed_symbols: u32,
+
     /// Number of symbols of the synthetic feed.
     #[arg(long, env = "TICKCAST_SYMBOLS", default_value_t = 500, value_name = "N",
           value_parser = clap::value_parser!(u32).range(1..=100_000))]

@@ -57,19 +57,26 @@ pub fn client_message(data: &[u8]) {
     }
 }
 
-/// A feed line: accepted as a tick or rejected with a reason.
+/// A publisher's bytes: split into lines, each accepted as a tick or
+/// rejected with a reason; an accepted tick is a valid symbol with a `ts` a
+/// JavaScript client can read, within the live bounds of the receipt time.
 pub fn feed_line(data: &[u8]) {
-    let line = data.split(|b| *b == b'\n').next().unwrap_or_default();
-    if let Ok(tick) = crate::feed::parse::parse_line(line) {
-        assert!(crate::symbol::is_valid(tick.symbol.as_str()));
+    use crate::feed::accept::{accept_bytes, TsBounds, MAX_TS};
+    // Below 2^53 − 1, as any real clock reading: a line without `ts` gets it.
+    const NOW_US: u64 = 1_700_000_000_000_000;
+    let skew = std::time::Duration::from_secs(3600);
+    for bounds in [TsBounds::live(skew), TsBounds::replay(skew)] {
+        for tick in accept_bytes(data, NOW_US, &bounds).into_iter().flatten() {
+            assert!(crate::symbol::is_valid(tick.symbol.as_str()));
+            assert!(tick.ts <= MAX_TS, "ts {} above 2^53", tick.ts);
+            assert!(tick.ts <= NOW_US + 3_600_000_000, "ts {} in the future", tick.ts);
+            let f = tick.fields;
+            assert!(
+                f.bid.or(f.ask).or(f.last).or(f.volume).is_some(),
+                "a tick without fields"
+            );
+        }
     }
-    let mut splitter = crate::feed::tcp::LineSplitter::default();
-    splitter.push(data, |l| {
-        assert!(
-            l.len() <= crate::feed::parse::MAX_LINE,
-            "an overlong line passed"
-        );
-    });
 }
 
 /// A token: as given (header, query or message), and re-signed with the

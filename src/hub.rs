@@ -25,7 +25,7 @@ use crate::coalesce::{Coalescer, Outcome, Release};
 use crate::encode::TickState;
 use crate::feed::Batch;
 use crate::latest::{Latest, SymbolSlot, SymbolTable};
-use crate::metrics::{DisconnectReason, LocalHistogram, METRICS};
+use crate::metrics::{DisconnectReason, LocalHistogram, RejectReason, METRICS};
 use crate::protocol::{ErrorCode, RequestError};
 use crate::session::outbox::{Control, Outbox, Pushed, SubscribedSymbol};
 use crate::symbol::Symbol;
@@ -185,6 +185,10 @@ pub struct Hub {
     /// Symbols whose last value the bus is fetching; replies naming them wait.
     refreshing: HashSet<u32>,
     deferred: Vec<Deferred>,
+    /// Most symbols with a value the feed and the bus may bring (`--max-feed-symbols`).
+    max_feed_symbols: usize,
+    /// Symbols with a value: never forgotten, so this only grows.
+    valued: usize,
 }
 
 /// What a hub starts with besides its feed.
@@ -197,6 +201,8 @@ pub struct Start {
     pub restored: Vec<Update>,
     /// First/last-client changes go here (cluster edge, per-symbol interest).
     pub interest: Option<tokio::sync::mpsc::UnboundedSender<Interest>>,
+    /// `--max-feed-symbols`; `None`: no cap.
+    pub max_feed_symbols: Option<usize>,
 }
 
 /// Starts the hub thread.
@@ -209,6 +215,7 @@ pub fn spawn(
 ) -> std::io::Result<HubHandle> {
     let (tx, rx) = crossbeam_channel::unbounded();
     let mut hub = Hub::new(window, limits, table);
+    hub.max_feed_symbols = start.max_feed_symbols.unwrap_or(usize::MAX);
     for u in &start.restored {
         hub.restore(u);
     }
@@ -237,6 +244,8 @@ impl Hub {
             interest: None,
             refreshing: HashSet::new(),
             deferred: Vec::new(),
+            max_feed_symbols: usize::MAX,
+            valued: 0,
         }
     }
 
@@ -286,8 +295,13 @@ impl Hub {
     pub fn on_batch(&mut self, batch: &Batch) {
         let (now, pub_us) = (Instant::now(), now_us());
         let mut delays = LocalHistogram::default();
+        let mut refused = 0;
         for tick in batch {
-            let id = self.intern(tick.symbol.as_str());
+            let Some(id) = self.intern_from_feed(tick.symbol.as_str()) else {
+                refused += 1;
+                METRICS.rejected(RejectReason::SymbolLimit);
+                continue;
+            };
             match self
                 .coalescer
                 .on_tick(id, &tick.fields, tick.ts, now, pub_us)
@@ -307,7 +321,23 @@ impl Hub {
             }
         }
         METRICS.coalesce_delay.merge(&delays);
-        METRICS.feed_ticks.add(batch.len() as u64);
+        METRICS.feed_ticks.add((batch.len() - refused) as u64);
+    }
+
+    /// The id of a symbol the feed or the bus brings, or `None` when it would
+    /// be a symbol with a value beyond `--max-feed-symbols`: such symbols are
+    /// never forgotten, so without a cap one publisher inventing names would
+    /// grow memory and `/snapshot` without end. Below the cap this costs one
+    /// compare more than `intern`.
+    fn intern_from_feed(&mut self, name: &str) -> Option<u32> {
+        if self.valued < self.max_feed_symbols {
+            return Some(self.intern(name));
+        }
+        let id = *self.by_name.get(name)?;
+        self.entries[id as usize]
+            .as_ref()
+            .is_some_and(|e| e.slot.latest.load().is_some())
+            .then_some(id)
     }
 
     /// Publishes every update whose window has closed.
@@ -327,12 +357,10 @@ impl Hub {
         let id = self.intern(u.symbol.as_str());
         self.coalescer.resume_seq(id, u.state.seq);
         if let Some(entry) = self.entries[id as usize].as_ref() {
-            let before =
-                entry
-                    .slot
-                    .latest
-                    .swap(Some(Arc::new(Latest::new(id, &entry.slot.name, u.state))));
-            if before.is_none() {
+            let latest = Arc::new(Latest::new(id, &entry.slot.name, u.state));
+            // Restored symbols count against the cap, and are kept even beyond it.
+            if entry.slot.latest.swap(Some(latest)).is_none() {
+                self.valued += 1;
                 self.valueless -= 1;
             }
             self.table.insert(entry.slot.clone());
@@ -341,7 +369,10 @@ impl Hub {
 
     /// An update from another node: published if newer than what this node holds.
     fn on_remote(&mut self, u: Update) {
-        let id = self.intern(u.symbol.as_str());
+        let Some(id) = self.intern_from_feed(u.symbol.as_str()) else {
+            METRICS.rejected(RejectReason::SymbolLimit);
+            return;
+        };
         let held = self.entries[id as usize]
             .as_ref()
             .and_then(|e| e.slot.latest.load().as_ref().map(|l| l.seq()))
@@ -365,6 +396,7 @@ impl Hub {
         if entry.slot.latest.swap(Some(latest.clone())).is_none() {
             self.valueless -= 1;
             self.table.insert(entry.slot.clone());
+            self.valued += 1;
         }
         for outbox in &entry.subscribers.list {
             if outbox.push_tick(latest.clone()) != Pushed::Closed && outbox.list_for_wake() {
@@ -829,6 +861,60 @@ mod tests {
             .iter()
             .any(|c| matches!(c, Control::Subscribed { .. })));
         assert!(hub.refreshing.is_empty());
+    }
+
+    #[test]
+    fn new_feed_symbols_beyond_the_cap_are_refused_known_ones_still_tick() {
+        let (mut hub, table) = hub();
+        hub.max_feed_symbols = 2;
+        let a = client(&mut hub, 1);
+        // A name clients asked for but the feed never sent does not count.
+        subscribe(&mut hub, 1, &["WANTED"]);
+        hub.on_batch(&vec![tick("A", 1.0), tick("B", 1.0), tick("C", 1.0)]);
+        assert!(
+            table.get("C").is_none(),
+            "a third symbol with a value is refused"
+        );
+        hub.on_batch(&vec![tick("WANTED", 1.0), tick("A", 2.0)]);
+        assert!(
+            table.get("WANTED").is_none(),
+            "at the cap, no new value for anyone"
+        );
+        assert!(a.pop_tick().is_none());
+        assert_eq!(hub.valued, 2);
+        // Restored last values are kept even beyond the cap, and count.
+        hub.restore(&Update {
+            symbol: Symbol::new("R").unwrap(),
+            state: TickState {
+                seq: 7,
+                fields: Fields::default(),
+                ts: 1,
+                pub_us: 1,
+            },
+        });
+        assert_eq!(hub.valued, 3);
+        hub.on_command(Command::Remote(Update {
+            symbol: Symbol::new("REMOTE").unwrap(),
+            state: TickState {
+                seq: 1,
+                fields: Fields::default(),
+                ts: 1,
+                pub_us: 1,
+            },
+        }));
+        assert!(table.get("REMOTE").is_none(), "the bus's symbols count too");
+        hub.on_batch(&vec![tick("R", 2.0)]);
+        assert_eq!(
+            table
+                .get("R")
+                .unwrap()
+                .latest
+                .load()
+                .as_ref()
+                .unwrap()
+                .seq(),
+            8
+        );
     }
 
     #[test]

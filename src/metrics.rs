@@ -189,16 +189,28 @@ pub enum RejectReason {
     InvalidSymbol,
     WrongType,
     TooLong,
+    /// None of `bid`, `ask`, `last`, `volume`: it would only make a new `seq`.
+    NoFields,
+    /// `ts` too far from the time of receipt, or above 2^53 − 1.
+    TsOutOfRange,
+    /// A new symbol while the hub already holds `--max-feed-symbols` with a value.
+    SymbolLimit,
+    /// A line cut off when its publisher was disconnected (idle, reset).
+    Truncated,
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 6] = [
+    pub const ALL: [RejectReason; 10] = [
         RejectReason::NotJson,
         RejectReason::NotObject,
         RejectReason::NoSymbol,
         RejectReason::InvalidSymbol,
         RejectReason::WrongType,
         RejectReason::TooLong,
+        RejectReason::NoFields,
+        RejectReason::TsOutOfRange,
+        RejectReason::SymbolLimit,
+        RejectReason::Truncated,
     ];
 
     pub fn label(self) -> &'static str {
@@ -209,6 +221,41 @@ impl RejectReason {
             RejectReason::InvalidSymbol => "invalid_symbol",
             RejectReason::WrongType => "wrong_type",
             RejectReason::TooLong => "too_long",
+            RejectReason::NoFields => "no_fields",
+            RejectReason::TsOutOfRange => "ts_out_of_range",
+            RejectReason::SymbolLimit => "symbol_limit",
+            RejectReason::Truncated => "truncated",
+        }
+    }
+}
+
+/// What became of a feed publisher's connection (`tickcast_feed_publishers_total{result}`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PublisherResult {
+    /// Admitted (and authenticated, when a feed secret is set).
+    Accepted = 0,
+    /// Refused: `--feed-max-publishers` already connected.
+    OverCapacity,
+    /// Refused: no valid `auth` line first, in time.
+    Unauthorized,
+    /// An admitted publisher disconnected after `--feed-idle-timeout` of silence.
+    IdleTimeout,
+}
+
+impl PublisherResult {
+    pub const ALL: [PublisherResult; 4] = [
+        PublisherResult::Accepted,
+        PublisherResult::OverCapacity,
+        PublisherResult::Unauthorized,
+        PublisherResult::IdleTimeout,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            PublisherResult::Accepted => "accepted",
+            PublisherResult::OverCapacity => "over_capacity",
+            PublisherResult::Unauthorized => "unauthorized",
+            PublisherResult::IdleTimeout => "idle_timeout",
         }
     }
 }
@@ -272,6 +319,9 @@ pub struct Metrics {
     pub subscriptions: Gauge,
     pub feed_ticks: Counter,
     pub feed_rejected: [Counter; RejectReason::ALL.len()],
+    /// TCP feed publishers connected now (authenticating ones included).
+    pub feed_publishers: Gauge,
+    pub feed_publishers_total: [Counter; PublisherResult::ALL.len()],
     pub updates: Counter,
     pub messages_sent: Counter,
     pub dropped: Counter,
@@ -293,6 +343,8 @@ pub static METRICS: Metrics = Metrics {
     subscriptions: Gauge::new(),
     feed_ticks: Counter::new(),
     feed_rejected: [const { Counter::new() }; RejectReason::ALL.len()],
+    feed_publishers: Gauge::new(),
+    feed_publishers_total: [const { Counter::new() }; PublisherResult::ALL.len()],
     updates: Counter::new(),
     messages_sent: Counter::new(),
     dropped: Counter::new(),
@@ -312,6 +364,9 @@ impl Metrics {
     }
     pub fn rejected(&self, reason: RejectReason) {
         self.feed_rejected[reason as usize].inc();
+    }
+    pub fn publisher(&self, result: PublisherResult) {
+        self.feed_publishers_total[result as usize].inc();
     }
     pub fn disconnect(&self, reason: DisconnectReason) {
         self.disconnects[reason as usize].inc();
@@ -465,6 +520,27 @@ fn render_series(ready: bool) -> String {
         let _ = writeln!(
             out,
             "tickcast_feed_rejected_total{{reason=\"{}\"}} {}",
+            r.label(),
+            c.get()
+        );
+    }
+    header(
+        &mut out,
+        "tickcast_feed_publishers",
+        "gauge",
+        "TCP feed publishers connected now.",
+    );
+    let _ = writeln!(out, "tickcast_feed_publishers {}", m.feed_publishers.get());
+    header(
+        &mut out,
+        "tickcast_feed_publishers_total",
+        "counter",
+        "TCP feed publisher connections by result.",
+    );
+    for (r, c) in PublisherResult::ALL.iter().zip(&m.feed_publishers_total) {
+        let _ = writeln!(
+            out,
+            "tickcast_feed_publishers_total{{result=\"{}\"}} {}",
             r.label(),
             c.get()
         );

@@ -51,6 +51,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), StartError> {
             warn!("--allow-auth-message has no effect while authentication is off");
         }
     }
+    let feed_secret = feed_secret(&args)?;
     let auth = Arc::new(Authenticator::new(secret));
     let table = Arc::new(SymbolTable::default());
     let node = args
@@ -76,7 +77,10 @@ pub async fn serve(args: ServeArgs) -> Result<(), StartError> {
         ),
     };
     // The ingest goes on from the last values in the bucket, and taps its releases to the bus.
-    let mut start = hub::Start::default();
+    let mut start = hub::Start {
+        max_feed_symbols: Some(args.max_feed_symbols as usize),
+        ..hub::Start::default()
+    };
     let mut bucket = None;
     if let Some(b) = &bus {
         let store = bus::bucket(&b.client).await.map_err(|e| StartError {
@@ -165,7 +169,14 @@ pub async fn serve(args: ServeArgs) -> Result<(), StartError> {
         info!("edge: updates from NATS {}", args.nats.join(","));
     } else {
         let described =
-            feed::start(&args, ticks_tx, feed_ready.clone()).map_err(StartError::usage)?;
+            feed::start(&args, feed_secret, ticks_tx, feed_ready.clone()).map_err(|failure| {
+                match failure {
+                    feed::StartFailure::Usage(message) => StartError::usage(message),
+                    feed::StartFailure::Listen(message) | feed::StartFailure::Thread(message) => {
+                        StartError { status: 1, message }
+                    }
+                }
+            })?;
         info!("{described}");
     }
 
@@ -259,6 +270,40 @@ pub async fn serve(args: ServeArgs) -> Result<(), StartError> {
 /// Descriptors kept for feed publishers when the connection cap is derived
 /// from the open-files limit.
 const FEED_PUBLISHERS_RESERVED: usize = 64;
+
+/// The feed secret (`--feed-secret-file` or `TICKCAST_FEED_SECRET`), checked
+/// before anything listens: a `tcp://` feed reachable beyond loopback needs one.
+fn feed_secret(args: &ServeArgs) -> Result<Option<feed::auth::FeedSecret>, StartError> {
+    let secret = crate::auth::load_secret_from(
+        args.feed_secret_file.as_deref(),
+        "--feed-secret-file",
+        "TICKCAST_FEED_SECRET",
+    )
+    .map_err(StartError::usage)?;
+    if secret
+        .as_deref()
+        .is_some_and(|s| std::str::from_utf8(s).is_err())
+    {
+        return Err(StartError::usage(
+            "--feed-secret-file / TICKCAST_FEED_SECRET: the feed secret must be UTF-8 text (publishers send it in a JSON string)".into(),
+        ));
+    }
+    let tcp = match args.feed {
+        crate::config::FeedSource::Tcp(addr) if args.role != Role::Edge => Some(addr),
+        _ => None,
+    };
+    match (tcp, &secret) {
+        (Some(addr), None) if feed::beyond_loopback(&addr) => Err(StartError::usage(format!(
+            "--feed tcp://{addr} listens beyond loopback: set --feed-secret-file or TICKCAST_FEED_SECRET"
+        ))),
+        (Some(addr), None) => {
+            info!("feed publishers need no secret: tcp://{addr} is reachable from this host only (--feed-secret-file or TICKCAST_FEED_SECRET to require one)");
+            Ok(None)
+        }
+        _ => Ok(secret.map(|s| feed::auth::FeedSecret::new(&s))),
+    }
+}
+
 
 /// SIGTERM and SIGINT, handled from the moment this is created: before the
 /// server says it listens, so that no signal meets the default action (death).

@@ -4,6 +4,9 @@
 //! ~70-byte lines it beats simd-json even with reused buffers (figures in
 //! BENCHMARKS.md, `benches/hot_path.rs`). The simd-json variant is kept
 //! beside it so the benchmark can keep checking that choice.
+//!
+//! This is the JSON step only; [`super::accept`] adds blank lines and the
+//! `ts` range around it, and is what sources call.
 
 use crate::encode::Fields;
 use crate::metrics::RejectReason;
@@ -38,14 +41,19 @@ impl Line<'_> {
     fn into_tick(self) -> Result<ParsedTick, RejectReason> {
         let name = self.symbol.ok_or(RejectReason::NoSymbol)?;
         let symbol = Symbol::new(&name).ok_or(RejectReason::InvalidSymbol)?;
+        let fields = Fields {
+            bid: self.bid,
+            ask: self.ask,
+            last: self.last,
+            volume: self.volume,
+        };
+        // A line that changes nothing would still make a new `seq` and wake every subscriber.
+        if fields == Fields::default() {
+            return Err(RejectReason::NoFields);
+        }
         Ok(ParsedTick {
             symbol,
-            fields: Fields {
-                bid: self.bid,
-                ask: self.ask,
-                last: self.last,
-                volume: self.volume,
-            },
+            fields,
             ts: self.ts,
         })
     }
@@ -55,20 +63,14 @@ fn starts_like_object(line: &[u8]) -> bool {
     line.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
 }
 
-/// What a source does with one line (without its newline): a trailing `\r`
-/// is ignored, a blank line is skipped, a bad line is counted in
-/// `tickcast_feed_rejected_total` and skipped.
-pub fn accept(line: &[u8]) -> Option<ParsedTick> {
-    let line = line.strip_suffix(b"\r").unwrap_or(line);
-    if line.iter().all(|b| b.is_ascii_whitespace()) {
-        return None;
-    }
-    parse_line(line)
-        .map_err(|reason| crate::metrics::METRICS.rejected(reason))
-        .ok()
-}
-
 /// Parses one line (without its newline) with serde_json.
+///
+/// Deep nesting (`[[[[…`, `{"a":{"a":…`) cannot exhaust a publisher thread's
+/// small stack: the typed fields refuse an array or object at once (a top-level
+/// array is `not_object`), an unknown field's value is skipped by serde_json's
+/// `ignore_value`, which keeps its nesting on the heap (bounded by the line's
+/// [`MAX_LINE`] bytes), and serde_json's recursion limit (128) would stop any
+/// other path. `tests/feed.rs` sends such lines to the real server.
 pub fn parse_line(line: &[u8]) -> Result<ParsedTick, RejectReason> {
     if line.len() > MAX_LINE {
         return Err(RejectReason::TooLong);
@@ -197,6 +199,61 @@ mod tests {
         );
         let long = format!(r#"{{"symbol":"AAPL","pad":"{}"}}"#, "x".repeat(MAX_LINE));
         assert_eq!(both(&long), Err(RejectReason::TooLong));
+    }
+
+    #[test]
+    fn a_line_without_any_field_is_rejected() {
+        assert_eq!(both(r#"{"symbol":"AAPL"}"#), Err(RejectReason::NoFields));
+        assert_eq!(
+            both(r#"{"symbol":"AAPL","bid":null,"ask":null,"last":null,"volume":null,"ts":5}"#),
+            Err(RejectReason::NoFields)
+        );
+        assert!(both(r#"{"symbol":"AAPL","volume":0}"#).is_ok());
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_without_deep_recursion() {
+        // Run on a stack as small as a publisher thread's.
+        let run = || {
+            let deep_array = "[".repeat(MAX_LINE);
+            assert_eq!(
+                parse_line(deep_array.as_bytes()),
+                Err(RejectReason::NotObject)
+            );
+            let deep_open = r#"{"a":"#.repeat(MAX_LINE / 5);
+            assert_eq!(parse_line(deep_open.as_bytes()), Err(RejectReason::NotJson));
+            let n = 600;
+            let closed = format!(
+                r#"{{"symbol":"DEEP","bid":1,"x":{}1{}}}"#,
+                r#"{"a":"#.repeat(n),
+                "}".repeat(n)
+            );
+            assert!(closed.len() <= MAX_LINE);
+            assert_eq!(
+                parse_line(closed.as_bytes()).unwrap().symbol.as_str(),
+                "DEEP"
+            );
+            let arrays = format!(
+                r#"{{"symbol":"DEEP","bid":1,"x":{}{}}}"#,
+                "[".repeat(2000),
+                "]".repeat(2000)
+            );
+            assert!(parse_line(arrays.as_bytes()).is_ok());
+            for field in ["symbol", "bid", "ts"] {
+                let typed = format!(r#"{{"{field}":{}"#, "[".repeat(3000));
+                assert_eq!(
+                    parse_line(typed.as_bytes()),
+                    Err(RejectReason::WrongType),
+                    "{field}"
+                );
+            }
+        };
+        std::thread::Builder::new()
+            .stack_size(crate::feed::PUBLISHER_STACK)
+            .spawn(run)
+            .unwrap()
+            .join()
+            .unwrap();
     }
 
     #[test]

@@ -601,3 +601,26 @@ pub fn now_us() -> u64 {
         .unwrap()
         .as_micros() as u64
 }
+
+impl Publisher {
+    /// Everything the server writes to this publisher until it closes the
+    /// connection (publishers only hear from the server when it refuses them).
+    pub fn reply(&mut self) -> String {
+        use std::io::Read;
+        self.stream.set_read_timeout(Some(WAIT)).unwrap();
+        let mut out = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            match self.stream.read(&mut chunk) {
+                Ok(0) => break,
+                Ok(n) => out.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+                Err(e) => panic!(
+                    "the server did not close the publisher ({e}); got {:?}",
+                    String::from_utf8_lossy(&out)
+                ),
+            }
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+}
