@@ -66,10 +66,16 @@ impl Coalescer {
         &mut self.windows[i]
     }
 
-    /// Continues a symbol's `seq` after `seq` (e.g. resumed from a previous run).
-    pub fn resume_seq(&mut self, id: u32, seq: u64) {
+    /// Goes on from a symbol's last released state (e.g. from a previous
+    /// run): `seq` continues after it, and its fields stay the symbol's
+    /// state, so the next update is full, not just the new tick's fields.
+    pub fn resume(&mut self, id: u32, state: &TickState) {
         let w = self.window_mut(id);
-        w.seq = w.seq.max(seq);
+        if state.seq >= w.seq {
+            w.seq = state.seq;
+            w.fields = state.fields;
+            w.ts = state.ts;
+        }
     }
 
     /// The state last released for a symbol, if any.
@@ -265,9 +271,25 @@ mod tests {
     fn symbols_are_independent_and_seq_resumes() {
         let mut c = Coalescer::new(W);
         let t0 = Instant::now();
-        c.resume_seq(1, 41);
+        let before = TickState {
+            seq: 41,
+            fields: Fields {
+                bid: Some(0.5),
+                ask: Some(0.6),
+                ..Fields::default()
+            },
+            ts: 7,
+            pub_us: 8,
+        };
+        c.resume(1, &before);
         released(c.on_tick(0, &bid(1.0), 0, t0, 0));
-        assert_eq!(released(c.on_tick(1, &bid(1.0), 0, t0, 0)).seq, 42);
+        let next = released(c.on_tick(1, &bid(1.0), 0, t0, 0));
+        assert_eq!(next.seq, 42);
+        assert_eq!(
+            next.fields.ask,
+            Some(0.6),
+            "the resumed state's fields carry on"
+        );
         assert!(matches!(
             c.on_tick(0, &bid(1.0), 0, t0, 0),
             Outcome::Merged { .. }

@@ -69,7 +69,11 @@ pub fn feed_line(data: &[u8]) {
         for tick in accept_bytes(data, NOW_US, &bounds).into_iter().flatten() {
             assert!(crate::symbol::is_valid(tick.symbol.as_str()));
             assert!(tick.ts <= MAX_TS, "ts {} above 2^53", tick.ts);
-            assert!(tick.ts <= NOW_US + 3_600_000_000, "ts {} in the future", tick.ts);
+            assert!(
+                tick.ts <= NOW_US + 3_600_000_000,
+                "ts {} in the future",
+                tick.ts
+            );
             let f = tick.fields;
             assert!(
                 f.bid.or(f.ask).or(f.last).or(f.volume).is_some(),

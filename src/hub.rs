@@ -355,7 +355,7 @@ impl Hub {
     /// value and the coalescer's `seq` goes on after it.
     pub fn restore(&mut self, u: &Update) {
         let id = self.intern(u.symbol.as_str());
-        self.coalescer.resume_seq(id, u.state.seq);
+        self.coalescer.resume(id, &u.state);
         if let Some(entry) = self.entries[id as usize].as_ref() {
             let latest = Arc::new(Latest::new(id, &entry.slot.name, u.state));
             // Restored symbols count against the cap, and are kept even beyond it.

@@ -195,7 +195,13 @@ pub async fn serve(args: ServeArgs) -> Result<(), StartError> {
     let admission = listener::admission(
         args.max_connections.map(|n| n as usize),
         args.max_handshakes.map(|n| n as usize),
-        FEED_PUBLISHERS_RESERVED,
+        // Descriptors kept for the feed's publishers (a `tcp://` feed only).
+        match args.feed {
+            crate::config::FeedSource::Tcp(_) if args.role != Role::Edge => {
+                args.feed_max_publishers as usize
+            }
+            _ => 0,
+        },
     );
     METRICS
         .max_connections
@@ -267,10 +273,6 @@ pub async fn serve(args: ServeArgs) -> Result<(), StartError> {
     Ok(())
 }
 
-/// Descriptors kept for feed publishers when the connection cap is derived
-/// from the open-files limit.
-const FEED_PUBLISHERS_RESERVED: usize = 64;
-
 /// The feed secret (`--feed-secret-file` or `TICKCAST_FEED_SECRET`), checked
 /// before anything listens: a `tcp://` feed reachable beyond loopback needs one.
 fn feed_secret(args: &ServeArgs) -> Result<Option<feed::auth::FeedSecret>, StartError> {
@@ -303,7 +305,6 @@ fn feed_secret(args: &ServeArgs) -> Result<Option<feed::auth::FeedSecret>, Start
         _ => Ok(secret.map(|s| feed::auth::FeedSecret::new(&s))),
     }
 }
-
 
 /// SIGTERM and SIGINT, handled from the moment this is created: before the
 /// server says it listens, so that no signal meets the default action (death).

@@ -201,7 +201,7 @@ async fn a_restarted_ingest_goes_on_counting_and_a_late_edge_has_the_snapshot() 
         publish(
             &ing,
             &mut p,
-            json!({"symbol":"MSFT","last":400.0 + i as f64}),
+            json!({"symbol":"MSFT","bid":399.5,"last":400.0 + i as f64}),
         )
         .await;
         tokio::time::sleep(Duration::from_millis(30)).await;
@@ -220,6 +220,11 @@ async fn a_restarted_ingest_goes_on_counting_and_a_late_edge_has_the_snapshot() 
     assert_eq!(
         (t["seq"].as_u64(), t["last"].as_f64()),
         (Some(3), Some(410.5))
+    );
+    assert_eq!(
+        t["bid"].as_f64(),
+        Some(399.5),
+        "the full state goes on after a restart, not just the new tick's fields"
     );
 
     // An edge started now serves the right snapshot at once.
