@@ -7,7 +7,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tickcast::encode::{tick_frame, Fields, TickState};
+use tickcast::encoding;
 use tickcast::feed::accept::{accept_line, TsBounds};
 use tickcast::feed::parse::{parse_line, SimdLineParser};
 use tickcast::feed::synthetic::Market;
@@ -15,6 +15,10 @@ use tickcast::feed::Tick;
 use tickcast::hub::Hub;
 use tickcast::latest::{Latest, SymbolTable};
 use tickcast::session::outbox::Outbox;
+use tickcast::tick::{Fields, TickState};
+use tickcast::transport::sse::SseFraming;
+use tickcast::transport::ws::WsFraming;
+use tickcast::transport::Framing;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -140,9 +144,21 @@ fn encode(c: &mut Criterion) {
         },
         ts: 1_732_400_000_123_456,
         pub_us: 1_732_400_000_129_012,
+        gseq: 1,
     };
+    // A fresh update each time: the bytes are made, not taken from the cache.
+    let latest = Latest::new(0, state);
+    let json = WsFraming::new(encoding::JSON);
     c.bench_function("tick_encode", |b| {
-        b.iter(|| black_box(tick_frame(black_box("AAPL"), &state, false)))
+        b.iter(|| black_box(json.encode_tick(black_box("AAPL"), &latest, false)))
+    });
+    let msgpack = WsFraming::new(encoding::by_name("tickcast.msgpack").unwrap());
+    c.bench_function("tick_encode_msgpack", |b| {
+        b.iter(|| black_box(msgpack.encode_tick(black_box("AAPL"), &latest, false)))
+    });
+    let sse = SseFraming::new(1);
+    c.bench_function("tick_encode_sse", |b| {
+        b.iter(|| black_box(sse.encode_tick(black_box("AAPL"), &latest, false)))
     });
 }
 
@@ -154,12 +170,12 @@ fn fanout(c: &mut Criterion) {
             .collect();
         let latest = Arc::new(Latest::new(
             0,
-            "AAPL",
             TickState {
                 seq: 1,
                 fields: Fields::default(),
                 ts: 0,
                 pub_us: 0,
+                gseq: 1,
             },
         ));
         g.throughput(Throughput::Elements(n as u64));

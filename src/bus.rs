@@ -11,9 +11,11 @@
 //! Symbols may hold `.`, `:` and `/`, which subjects and KV keys reserve or
 //! refuse: both use the symbol's hex. The payload is the tick's JSON payload.
 
-use crate::encode::{put_tick_payload, Fields, TickState};
-use crate::hub::{Command, HubHandle, Interest, Update};
+use crate::encoding::json::put_tick_payload;
+use crate::hub::{Command, HubHandle, Interest};
 use crate::symbol::Symbol;
+use crate::tick::Update;
+use crate::tick::{Fields, TickState};
 use async_nats::jetstream::kv;
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -50,9 +52,12 @@ pub fn subject(symbol: &str) -> String {
     format!("tickcast.tick.{}", token(symbol))
 }
 
+/// The tick's JSON payload, and its `gseq` (the ingest's release order).
 pub fn encode(u: &Update) -> Bytes {
-    let mut buf = Vec::with_capacity(160);
+    let mut buf = Vec::with_capacity(180);
     put_tick_payload(&mut buf, u.symbol.as_str(), &u.state, false);
+    buf.pop();
+    buf.extend_from_slice(format!(",\"gseq\":{}}}", u.state.gseq).as_bytes());
     buf.into()
 }
 
@@ -71,6 +76,8 @@ pub fn decode(payload: &[u8]) -> Option<Update> {
             },
             ts: v.get("ts")?.as_u64()?,
             pub_us: v.get("pub")?.as_u64()?,
+            // Values written before `gseq` existed have none: 0, "before everything".
+            gseq: v.get("gseq").and_then(|g| g.as_u64()).unwrap_or(0),
         },
     })
 }
@@ -242,6 +249,7 @@ mod tests {
                 },
                 ts: 7,
                 pub_us: 9,
+                gseq: 11,
             },
         };
         assert_eq!(decode(&encode(&u)), Some(u));

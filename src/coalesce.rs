@@ -10,7 +10,7 @@
 //! closing times come in the order they were opened: a FIFO of
 //! `(closes_at, symbol)` replaces a timer heap, and each tick costs O(1).
 
-use crate::encode::{Fields, TickState};
+use crate::tick::{Fields, TickState};
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
@@ -112,6 +112,7 @@ impl Coalescer {
             fields: w.fields,
             ts: w.ts,
             pub_us: now_us,
+            gseq: 0,
         };
         self.closing.push_back((now + window, id));
         Outcome::Released(state)
@@ -140,6 +141,7 @@ impl Coalescer {
                         fields: w.fields,
                         ts: w.ts,
                         pub_us: now_us,
+                        gseq: 0,
                     },
                 });
                 w.closes_at = Some(now + self.window);
@@ -280,6 +282,7 @@ mod tests {
             },
             ts: 7,
             pub_us: 8,
+            gseq: 3,
         };
         c.resume(1, &before);
         released(c.on_tick(0, &bid(1.0), 0, t0, 0));

@@ -281,6 +281,25 @@ pub struct ServeArgs {
           value_parser = crate::http::origin::Origins::parse)]
     pub allowed_origins: crate::http::origin::Origins,
 
+    /// Serve HTTPS and wss:// on --listen with this certificate chain (PEM;
+    /// the server's certificate first). Reloaded on SIGHUP or when it changes.
+    #[arg(
+        long,
+        env = "TICKCAST_TLS_CERT",
+        value_name = "PATH",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(
+        long,
+        env = "TICKCAST_TLS_KEY",
+        value_name = "PATH",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
+
     /// Symbols without a value (nothing published yet) one connection may
     /// wait for; beyond it, `error` `unknown_symbol`.
     #[arg(long, env = "TICKCAST_MAX_UNKNOWN_SYMBOLS", default_value_t = 64, value_name = "N",

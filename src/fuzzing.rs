@@ -8,7 +8,7 @@
 //! breaks; a panic is what the fuzzer reports.
 
 use crate::auth::{self, Authenticator, TokenUse};
-use crate::session::frame::{Flow, Frame, FrameDecoder};
+use crate::transport::ws::frame::{Flow, Frame, FrameDecoder};
 
 /// The message limit the frame target decodes under.
 const MAX_MESSAGE: usize = 4096;
@@ -110,9 +110,9 @@ pub fn token(data: &[u8]) {
 
 /// An HTTP request head, validated as a WebSocket upgrade.
 pub fn upgrade_request(data: &[u8]) {
-    if let Some(Ok(upgrade)) = crate::http::upgrade::validate_raw(data) {
+    if let Some(Ok(upgrade)) = crate::transport::ws::upgrade::validate_raw(data) {
         assert_eq!(upgrade.key.len(), 24);
-        let _ = crate::http::upgrade::accept_key(upgrade.key.as_bytes());
+        let _ = crate::transport::ws::upgrade::accept_key(upgrade.key.as_bytes());
     }
 }
 

@@ -22,24 +22,17 @@
 use crate::auth::Claims;
 use crate::clock::now_us;
 use crate::coalesce::{Coalescer, Outcome, Release};
-use crate::encode::TickState;
 use crate::feed::Batch;
 use crate::latest::{Latest, SymbolSlot, SymbolTable};
 use crate::metrics::{DisconnectReason, LocalHistogram, RejectReason, METRICS};
-use crate::protocol::{ErrorCode, RequestError};
+use crate::protocol::{ErrorCode, Message, RequestError};
 use crate::session::outbox::{Control, Outbox, Pushed, SubscribedSymbol};
 use crate::symbol::Symbol;
+use crate::tick::{TickState, Update};
 use crossbeam_channel::{never, Receiver, Sender};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// One released update of one symbol, as it crosses nodes.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Update {
-    pub symbol: Symbol,
-    pub state: TickState,
-}
 
 /// What a cluster edge needs from NATS, as its clients come and go.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -63,7 +56,9 @@ struct Reply {
     id: Option<i64>,
     symbols: Vec<SubscribedSymbol>,
     added: HashSet<u32>,
-    errors: Vec<bytes::Bytes>,
+    errors: Vec<Message>,
+    /// A stream resuming from a `gseq`: snapshots only of what changed since.
+    after: Option<u64>,
 }
 
 /// The hub's caps on what clients may hold.
@@ -93,7 +88,9 @@ pub enum Command {
         id: Option<i64>,
         symbols: Vec<String>,
         since: Vec<(String, u64)>,
-        errors: Vec<bytes::Bytes>,
+        /// A stream resuming from a `gseq` (SSE's `Last-Event-ID`).
+        after: Option<u64>,
+        errors: Vec<Message>,
     },
     /// The client's token was refreshed: end the subscriptions it no longer allows.
     Reauthorize {
@@ -174,6 +171,8 @@ pub struct Hub {
     limits: HubLimits,
     /// Entries without a value (named by clients, nothing published yet).
     valueless: usize,
+    /// The `gseq` of the last update published (see [`TickState::gseq`]).
+    gseq: u64,
     releases: Vec<Release>,
     /// Writers to wake at the end of this pass: waking them only then lets a
     /// client's updates of one pass leave in one write.
@@ -238,6 +237,7 @@ impl Hub {
             clients: HashMap::new(),
             limits,
             valueless: 0,
+            gseq: 0,
             releases: Vec::new(),
             to_wake: Vec::new(),
             tap: None,
@@ -357,7 +357,8 @@ impl Hub {
         let id = self.intern(u.symbol.as_str());
         self.coalescer.resume(id, &u.state);
         if let Some(entry) = self.entries[id as usize].as_ref() {
-            let latest = Arc::new(Latest::new(id, &entry.slot.name, u.state));
+            let latest = Arc::new(Latest::new(id, u.state));
+            self.gseq = self.gseq.max(u.state.gseq);
             // Restored symbols count against the cap, and are kept even beyond it.
             if entry.slot.latest.swap(Some(latest)).is_none() {
                 self.valued += 1;
@@ -382,22 +383,33 @@ impl Hub {
         }
     }
 
-    fn publish(&mut self, id: u32, state: TickState) {
+    /// Publishes an update: this node's release gets the next `gseq`, an
+    /// update from another node keeps the `gseq` it was given there.
+    fn publish(&mut self, id: u32, mut state: TickState) {
         let Some(entry) = self.entries[id as usize].as_mut() else {
             return;
         };
+        if state.gseq == 0 {
+            self.gseq += 1;
+            state.gseq = self.gseq;
+        } else {
+            self.gseq = self.gseq.max(state.gseq);
+        }
         if let Some(tap) = &self.tap {
             if let Some(symbol) = Symbol::new(&entry.slot.name) {
                 // Blocks while the bus is behind: the feed slows, nothing is lost.
                 let _ = tap.blocking_send(Update { symbol, state });
             }
         }
-        let latest = Arc::new(Latest::new(id, &entry.slot.name, state));
+        let latest = Arc::new(Latest::new(id, state));
         if entry.slot.latest.swap(Some(latest.clone())).is_none() {
             self.valueless -= 1;
             self.table.insert(entry.slot.clone());
             self.valued += 1;
         }
+        // After the swap: a writer that reads this and then the latest values
+        // reads values at least this new.
+        crate::latest::PUBLISHED.store(self.gseq, std::sync::atomic::Ordering::Release);
         for outbox in &entry.subscribers.list {
             if outbox.push_tick(latest.clone()) != Pushed::Closed && outbox.list_for_wake() {
                 self.to_wake.push(outbox.clone());
@@ -470,8 +482,9 @@ impl Hub {
                 id,
                 symbols,
                 since,
+                after,
                 errors,
-            } => self.subscribe(client, id, symbols, since, errors),
+            } => self.subscribe(client, id, symbols, since, after, errors),
             Command::Reauthorize { client, id, claims } => self.reauthorize(client, id, &claims),
             Command::Unsubscribe {
                 client,
@@ -492,7 +505,8 @@ impl Hub {
         id: Option<i64>,
         symbols: Vec<String>,
         since: Vec<(String, u64)>,
-        errors: Vec<bytes::Bytes>,
+        after: Option<u64>,
+        errors: Vec<Message>,
     ) {
         let Some(c) = self.clients.get(&client) else {
             return;
@@ -515,7 +529,7 @@ impl Hub {
                     c.symbols.len()
                 ),
             );
-            c.outbox.push_control(Control::Frame(e.frame()));
+            c.outbox.push_control(Control::Message(e.into()));
             return;
         }
         let mut reply = Reply {
@@ -524,6 +538,7 @@ impl Hub {
             symbols: Vec::with_capacity(symbols.len()),
             added: HashSet::new(),
             errors,
+            after,
         };
         let since: HashMap<String, u64> = since.into_iter().collect();
         for name in &symbols {
@@ -617,13 +632,14 @@ impl Hub {
                 self.limits.max_unknown_names
             );
             let e = RequestError::for_symbols(reply.id, ErrorCode::UnknownSymbol, names, message);
-            reply.errors.push(e.frame());
+            reply.errors.push(e.into());
         }
         if let Some(c) = self.clients.get(&reply.client) {
             c.outbox.push_control(Control::Subscribed {
                 id: reply.id,
                 symbols: reply.symbols,
                 errors: reply.errors,
+                after: reply.after,
             });
         }
     }
@@ -737,9 +753,8 @@ impl Hub {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::encode::Fields;
-    use crate::feed::Tick;
     use crate::symbol::Symbol;
+    use crate::tick::{Fields, Tick};
 
     fn tick(symbol: &str, bid: f64) -> Tick {
         Tick {
@@ -778,6 +793,7 @@ mod tests {
             id: Some(1),
             symbols: symbols.iter().map(|s| s.to_string()).collect(),
             since: vec![],
+            after: None,
             errors: vec![],
         });
     }
@@ -890,6 +906,7 @@ mod tests {
                 fields: Fields::default(),
                 ts: 1,
                 pub_us: 1,
+                gseq: 0,
             },
         });
         assert_eq!(hub.valued, 3);
@@ -900,6 +917,7 @@ mod tests {
                 fields: Fields::default(),
                 ts: 1,
                 pub_us: 1,
+                gseq: 0,
             },
         }));
         assert!(table.get("REMOTE").is_none(), "the bus's symbols count too");
@@ -931,10 +949,10 @@ mod tests {
         subscribe(&mut hub, 1, &["B", "C", "D"]);
         let control = a.take_control();
         assert!(matches!(control[0], Control::Subscribed { .. }));
-        let Control::Frame(f) = &control[1] else {
-            panic!("expected an error frame")
+        let Control::Message(m) = &control[1] else {
+            panic!("expected an error message")
         };
-        assert!(String::from_utf8_lossy(f).contains("too_many_symbols"));
+        assert!(m.to_value().to_string().contains("too_many_symbols"));
         // Re-subscribing to held symbols does not count against the limit.
         subscribe(&mut hub, 1, &["A", "B", "C"]);
         assert!(matches!(a.take_control()[0], Control::Subscribed { .. }));
@@ -981,12 +999,9 @@ mod tests {
         control
             .iter()
             .find_map(|c| match c {
-                Control::Subscribed { errors, .. } => Some(
-                    errors
-                        .iter()
-                        .map(|e| String::from_utf8_lossy(e).into_owned())
-                        .collect(),
-                ),
+                Control::Subscribed { errors, .. } => {
+                    Some(errors.iter().map(|e| e.to_value().to_string()).collect())
+                }
                 _ => None,
             })
             .unwrap_or_default()

@@ -4,30 +4,46 @@
 //! it to send snapshots and to re-send what a slow client's queue dropped, and
 //! `/snapshot` reads it to answer HTTP. A [`SymbolSlot`] is shared by `Arc`
 //! between the hub, the subscribers' writers and the [`SymbolTable`].
+//!
+//! An update keeps the bytes it is sent as, one per form (transport and
+//! encoding, see [`crate::transport::FORMS`]), made by the first writer that
+//! needs that form and shared by all the others: a form nobody uses costs
+//! nothing, and plain JSON over WebSocket is encoded once per update as before.
 
-use crate::encode::{self, TickState};
+use crate::tick::TickState;
+use crate::transport::FORMS;
 use arc_swap::ArcSwapOption;
 use bytes::Bytes;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 
-/// One released update, encoded once.
+/// The `gseq` of the newest update published on this node: a writer that
+/// reads it before reading latest values knows those are at least that new.
+pub static PUBLISHED: AtomicU64 = AtomicU64::new(0);
+
+/// The newest `gseq` published so far (see [`PUBLISHED`]).
+pub fn published() -> u64 {
+    PUBLISHED.load(Ordering::Acquire)
+}
+
+/// One released update and the bytes it is sent as.
 pub struct Latest {
     /// The symbol's id (see [`SymbolSlot::id`]).
     pub id: u32,
     pub state: TickState,
-    /// The complete WebSocket frame of the live `tick` message.
-    pub frame: Bytes,
-    snapshot_frame: OnceLock<Bytes>,
+    live: [OnceLock<Bytes>; FORMS],
+    /// The same with `"snapshot":true`, rarer: allocated on first use.
+    snapshots: OnceLock<Box<[OnceLock<Bytes>; FORMS]>>,
 }
 
 impl Latest {
-    pub fn new(id: u32, symbol: &str, state: TickState) -> Latest {
+    pub fn new(id: u32, state: TickState) -> Latest {
         Latest {
             id,
-            frame: encode::tick_frame(symbol, &state, false),
             state,
-            snapshot_frame: OnceLock::new(),
+            live: Default::default(),
+            snapshots: OnceLock::new(),
         }
     }
 
@@ -35,11 +51,14 @@ impl Latest {
         self.state.seq
     }
 
-    /// The same tick with `"snapshot":true`, encoded on first use.
-    pub fn snapshot_frame(&self, symbol: &str) -> Bytes {
-        self.snapshot_frame
-            .get_or_init(|| encode::tick_frame(symbol, &self.state, true))
-            .clone()
+    /// The bytes of this update in `form`, made by `make` the first time.
+    pub fn form(&self, form: usize, snapshot: bool, make: impl FnOnce() -> Bytes) -> Bytes {
+        let cell = if snapshot {
+            &self.snapshots.get_or_init(Default::default)[form]
+        } else {
+            &self.live[form]
+        };
+        cell.get_or_init(make).clone()
     }
 }
 

@@ -41,6 +41,12 @@ pub struct HttpLimits {
     pub max_header_size: usize,
     /// Kernel send buffer per client socket (0: the OS default).
     pub send_buffer: u32,
+    /// Sent data unacknowledged this long ends a connection (TCP_USER_TIMEOUT):
+    /// a peer gone without a FIN is found even where nothing asks it for
+    /// an answer (an SSE stream).
+    pub unacknowledged: Duration,
+    /// TLS on this listener (`--tls-cert`, `--tls-key`).
+    pub tls: Option<Arc<crate::tls::Tls>>,
 }
 
 pub fn listen(addr: SocketAddr, reuse_port: bool) -> std::io::Result<std::net::TcpListener> {
@@ -117,18 +123,38 @@ async fn serve_connection(
     _permit: HandshakePermit,
 ) {
     let _ = stream.set_nodelay(true);
+    let sock = socket2::SockRef::from(&stream);
     if limits.send_buffer > 0 {
-        let _ = socket2::SockRef::from(&stream).set_send_buffer_size(limits.send_buffer as usize);
+        let _ = sock.set_send_buffer_size(limits.send_buffer as usize);
     }
+    let _ = sock.set_tcp_user_timeout(Some(limits.unacknowledged));
     let service = service_fn(move |req| http::handle(req, state.clone(), routes));
-    let connection = http1::Builder::new()
+    let mut builder = http1::Builder::new();
+    builder
         .timer(TokioTimer::new())
         .header_read_timeout(limits.handshake_timeout)
         .max_header_size(limits.max_header_size)
-        .max_buf_size(limits.max_header_size.max(8192))
-        .serve_connection(TokioIo::new(stream), service)
-        .with_upgrades();
-    let _ = connection.await;
+        .max_buf_size(limits.max_header_size.max(8192));
+    match &limits.tls {
+        None => {
+            let _ = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades()
+                .await;
+        }
+        Some(tls) => {
+            let handshake = tls.acceptor().accept(stream);
+            let Ok(Ok(stream)) = tokio::time::timeout(limits.handshake_timeout, handshake).await
+            else {
+                METRICS.refused(Refusal::TlsHandshake);
+                return;
+            };
+            let _ = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades()
+                .await;
+        }
+    }
 }
 
 /// Too many connections are in their HTTP phase: answer 503 and close.

@@ -286,10 +286,12 @@ pub enum Refusal {
     Unavailable,
     /// `/snapshot` requests already being answered at once: 503.
     Snapshots,
+    /// A TLS handshake failed or did not finish within `--handshake-timeout`.
+    TlsHandshake,
 }
 
 impl Refusal {
-    pub const ALL: [Refusal; 7] = [
+    pub const ALL: [Refusal; 8] = [
         Refusal::BadRequest,
         Refusal::Origin,
         Refusal::MaxConnections,
@@ -297,6 +299,7 @@ impl Refusal {
         Refusal::AcceptFailed,
         Refusal::Unavailable,
         Refusal::Snapshots,
+        Refusal::TlsHandshake,
     ];
 
     pub fn label(self) -> &'static str {
@@ -308,6 +311,7 @@ impl Refusal {
             Refusal::AcceptFailed => "accept_failed",
             Refusal::Unavailable => "unavailable",
             Refusal::Snapshots => "snapshots",
+            Refusal::TlsHandshake => "tls_handshake",
         }
     }
 }

@@ -13,8 +13,8 @@ use crate::hub::{self, Command, HubLimits};
 use crate::latest::SymbolTable;
 use crate::listener::{self, HttpLimits};
 use crate::metrics::METRICS;
-use crate::protocol::close;
 use crate::session::{Limits, SessionContext};
+use crate::transport::ws::close;
 use crate::{feed, info, warn};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -140,6 +140,22 @@ pub async fn serve(args: ServeArgs) -> Result<(), StartError> {
         }
     }
 
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => {
+            let tls = crate::tls::Tls::load(cert, key).map_err(StartError::usage)?;
+            tls.clone().watch().map_err(|e| StartError {
+                status: 1,
+                message: format!("cannot watch for SIGHUP: {e}"),
+            })?;
+            Some(tls)
+        }
+        (None, None) => None,
+        _ => {
+            return Err(StartError::usage(
+                "--tls-cert and --tls-key go together: give both, or neither".into(),
+            ))
+        }
+    };
     let listener = listener::listen(args.listen, args.reuse_port).map_err(|e| StartError {
         status: 1,
         message: format!("--listen {}: cannot listen: {e}", args.listen),
@@ -225,8 +241,13 @@ pub async fn serve(args: ServeArgs) -> Result<(), StartError> {
         origins: args.allowed_origins.clone(),
         snapshots: Default::default(),
     });
+    let (http, ws) = if tls.is_some() {
+        ("https", "wss")
+    } else {
+        ("http", "ws")
+    };
     info!(
-        "listening on http://{local} (WebSocket: ws://{local}/ws; at most {} connections)",
+        "listening on {http}://{local} (WebSocket: {ws}://{local}/ws; at most {} connections)",
         state.admission.max_connections()
     );
     listeners.insert(0, (listener, Routes::Public));
@@ -235,8 +256,17 @@ pub async fn serve(args: ServeArgs) -> Result<(), StartError> {
         handshake_timeout: args.handshake_timeout,
         max_header_size: args.max_header_size as usize,
         send_buffer: args.send_buffer,
+        unacknowledged: args.ping_interval + args.pong_timeout,
+        tls: None,
     };
     for (listener, routes) in listeners {
+        let http_limits = match routes {
+            Routes::Public => HttpLimits {
+                tls: tls.clone(),
+                ..http_limits.clone()
+            },
+            Routes::Operator => http_limits.clone(),
+        };
         let handshakes = match routes {
             Routes::Public => state.admission.clone(),
             Routes::Operator => crate::admission::Admission::new(0, listener::OPERATOR_HANDSHAKES),

@@ -16,7 +16,7 @@ pub fn upgrade_request(host: &str, path: &str) -> Vec<u8> {
 
 /// A masked client frame.
 pub fn client_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
-    tickcast::session::frame::encode_client_frame(
+    tickcast::transport::ws::frame::encode_client_frame(
         true,
         opcode,
         payload,

@@ -7,9 +7,9 @@
 
 use super::lines::LineSplitter;
 use super::parse::{parse_line, MAX_LINE};
-use crate::encode::Fields;
 use crate::metrics::RejectReason;
 use crate::symbol::Symbol;
+use crate::tick::Fields;
 use std::time::Duration;
 
 /// The largest `ts` accepted: 2^53 − 1, the largest integer a JavaScript

@@ -14,25 +14,12 @@ pub mod synthetic;
 pub mod tcp;
 
 use crate::config::{FeedSource, ServeArgs};
-use crate::encode::Fields;
-use crate::symbol::Symbol;
+pub use crate::tick::Tick;
 use accept::TsBounds;
 use crossbeam_channel::Sender;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
-
-/// One tick from the feed.
-#[derive(Clone, Copy, Debug)]
-pub struct Tick {
-    pub symbol: Symbol,
-    pub fields: Fields,
-    /// Feed event time, µs since the epoch (time of receipt when the line had none).
-    pub ts: u64,
-    /// When tickcast received it, for `tickcast_coalesce_delay_seconds`.
-    pub arrival: Instant,
-}
 
 /// Ticks travel to the hub in batches, to pay for the channel once per batch.
 pub type Batch = Vec<Tick>;

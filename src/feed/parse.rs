@@ -8,9 +8,9 @@
 //! This is the JSON step only; [`super::accept`] adds blank lines and the
 //! `ts` range around it, and is what sources call.
 
-use crate::encode::Fields;
 use crate::metrics::RejectReason;
 use crate::symbol::Symbol;
+use crate::tick::Fields;
 use serde::Deserialize;
 use std::borrow::Cow;
 

@@ -9,8 +9,8 @@
 
 use super::{Batch, Tick, MAX_BATCH};
 use crate::clock::now_us;
-use crate::encode::Fields;
 use crate::symbol::Symbol;
+use crate::tick::Fields;
 use crossbeam_channel::Sender;
 use std::time::{Duration, Instant};
 

@@ -17,6 +17,8 @@ pub type Chunks = Box<dyn FnMut() -> Option<Bytes> + Send>;
 pub enum Body {
     Whole(Option<Bytes>),
     Chunked(Chunks),
+    /// Frames from a session's writer (an SSE stream), as they come.
+    Stream(tokio::sync::mpsc::Receiver<Bytes>),
 }
 
 impl Body {
@@ -31,11 +33,15 @@ impl hyper::body::Body for Body {
 
     fn poll_frame(
         self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
+        cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         let next = match self.get_mut() {
             Body::Whole(bytes) => bytes.take(),
             Body::Chunked(next) => next(),
+            Body::Stream(rx) => match rx.poll_recv(cx) {
+                Poll::Ready(next) => next,
+                Poll::Pending => return Poll::Pending,
+            },
         };
         Poll::Ready(next.map(|b| Ok(Frame::data(b))))
     }
@@ -48,7 +54,7 @@ impl hyper::body::Body for Body {
         match self {
             Body::Whole(Some(b)) => SizeHint::with_exact(b.len() as u64),
             Body::Whole(None) => SizeHint::with_exact(0),
-            Body::Chunked(_) => SizeHint::default(),
+            Body::Chunked(_) | Body::Stream(_) => SizeHint::default(),
         }
     }
 }

@@ -11,29 +11,25 @@
 //! clients there would let them around the public listener's limits.
 
 pub mod body;
+mod clients;
 pub mod origin;
 mod snapshot;
-pub mod upgrade;
 
 use crate::admission::Admission;
 use crate::auth::{Authenticator, Claims, TokenError, TokenUse};
 use crate::clock::now_secs;
 use crate::latest::SymbolTable;
-use crate::metrics::{self, Refusal, UpgradeResult, METRICS};
-use crate::session::{self, Identity, SessionContext};
+use crate::metrics;
+use crate::session::SessionContext;
 use body::Body;
 use bytes::Bytes;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use origin::Origins;
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use tokio::net::TcpStream;
-
-pub use upgrade::accept_key;
 
 const DEMO_PAGE: &str = include_str!("../../web/index.html");
 const CLIENT_JS: &str = include_str!("../../web/client.js");
@@ -107,7 +103,7 @@ pub async fn handle(
     let known = match routes {
         Routes::Public => matches!(
             path,
-            "/ws" | "/snapshot" | "/healthz" | "/readyz" | "/metrics" | "/" | "/client.js"
+            "/ws" | "/sse" | "/snapshot" | "/healthz" | "/readyz" | "/metrics" | "/" | "/client.js"
         ),
         Routes::Operator => matches!(path, "/healthz" | "/readyz" | "/metrics"),
     };
@@ -130,7 +126,8 @@ pub async fn handle(
         return Ok(r);
     }
     Ok(match path {
-        "/ws" => upgrade(req, &state),
+        "/ws" => clients::upgrade(req, &state),
+        "/sse" => clients::stream(&req, &state),
         "/snapshot" if preflight => snapshot::preflight(&req, &state),
         "/snapshot" => snapshot::answer(&req, &state).await,
         "/healthz" => text(StatusCode::OK, "ok"),
@@ -242,115 +239,6 @@ pub(crate) fn authenticate(
         StatusCode::UNAUTHORIZED,
         "unauthorized: no token (Authorization: Bearer, or ?token=)".into(),
     ))
-}
-
-fn refused(why: Refusal, r: Reply) -> Reply {
-    METRICS.refused(why);
-    METRICS.upgrade(UpgradeResult::Rejected);
-    closing(r)
-}
-
-/// A refused upgrade ends its connection: no keep-alive for a client we turned away.
-fn closing(mut r: Reply) -> Reply {
-    r.headers_mut()
-        .insert(header::CONNECTION, HeaderValue::from_static("close"));
-    r
-}
-
-fn upgrade(mut req: Request<Incoming>, state: &AppState) -> Reply {
-    if state.shutting_down.load(Ordering::Acquire) {
-        return refused(
-            Refusal::Unavailable,
-            unavailable("shutting down: no new connections"),
-        );
-    }
-    if !state.serves_clients {
-        return refused(
-            Refusal::Unavailable,
-            unavailable("this node is a cluster ingest: connect to an edge"),
-        );
-    }
-    if !upgrade::is_upgrade(req.headers()) {
-        return closing(text(
-            StatusCode::BAD_REQUEST,
-            "/ws expects a WebSocket upgrade (Connection: Upgrade, Upgrade: websocket)",
-        ));
-    }
-    let valid = match upgrade::validate(req.method(), req.version(), req.headers()) {
-        Ok(v) => v,
-        Err(e) => {
-            let mut r = text(e.status, e.message);
-            if e.status == StatusCode::UPGRADE_REQUIRED {
-                r.headers_mut()
-                    .insert("sec-websocket-version", HeaderValue::from_static("13"));
-            }
-            return refused(Refusal::BadRequest, r);
-        }
-    };
-    if !state.origins.allows(req.headers()) {
-        return refused(
-            Refusal::Origin,
-            text(
-                StatusCode::FORBIDDEN,
-                "origin not allowed (--allowed-origins)",
-            ),
-        );
-    }
-    // Taken before the token is checked, so that a refusal for capacity does
-    // not use up a one-time token.
-    let Some(permit) = state.admission.try_connection() else {
-        return refused(
-            Refusal::MaxConnections,
-            unavailable(format!(
-                "server full: {} connections (--max-connections); try again later",
-                state.admission.max_connections()
-            )),
-        );
-    };
-    let identity = match authenticate(&req, state) {
-        Ok(None) => Identity::Anonymous,
-        Ok(Some(claims)) => Identity::User(claims),
-        Err(_) if state.allow_auth_message && no_token_given(&req) => Identity::AwaitingAuth,
-        Err((status, message)) => {
-            METRICS.upgrade(UpgradeResult::Unauthorized);
-            return closing(text(status, message));
-        }
-    };
-    let on_upgrade = hyper::upgrade::on(&mut req);
-    let sessions = state.sessions.clone();
-    tokio::spawn(async move {
-        let Ok(upgraded) = on_upgrade.await else {
-            return;
-        };
-        match upgraded.downcast::<TokioIo<TcpStream>>() {
-            Ok(parts) => {
-                session::run(
-                    sessions,
-                    parts.io.into_inner(),
-                    parts.read_buf,
-                    identity,
-                    permit,
-                )
-                .await
-            }
-            Err(_) => crate::warn!("upgraded connection is not a TcpStream"),
-        }
-    });
-    METRICS.upgrade(UpgradeResult::Accepted);
-    let mut r = Response::new(Body::whole(Bytes::new()));
-    *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-    let h = r.headers_mut();
-    h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-    if let Ok(accept) = HeaderValue::from_str(&accept_key(valid.key.as_bytes())) {
-        h.insert("sec-websocket-accept", accept);
-    }
-    r
-}
-
-fn no_token_given(req: &Request<Incoming>) -> bool {
-    req.headers().get(header::AUTHORIZATION).is_none()
-        && query_param(req.uri().query(), "token").is_none()
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@
 use super::body::Body;
 use super::{authenticate, origin, query_param, reply, text, unavailable, AppState, Reply};
 use crate::auth::Claims;
-use crate::encode::put_tick_payload;
+use crate::encoding::json::put_tick_payload;
 use crate::latest::SymbolSlot;
 use crate::metrics::{Refusal, METRICS};
 use crate::symbol;

@@ -1,32 +1,37 @@
-//! One WebSocket client: a reader task and a writer task sharing an [`outbox::Outbox`].
+//! One client, whatever its transport: the session core.
 //!
-//! The reader owns the read half of the socket (protocol in, limits,
-//! heartbeats, auth); the writer owns the write half (queue out, one
-//! vectored write per batch). They never wait on each other: the reader
-//! and the hub hand the writer work through the outbox, and each side ends
-//! the other by closing the outbox or shutting the socket down.
+//! A session is a writer task and a driver sharing an [`outbox::Outbox`].
+//! The writer ([`writer`]) owns the connection's write side: it drains the
+//! outbox, keeps each symbol's `seq` going forward, re-sends what a full
+//! queue dropped, and hands batches to the transport's framing and link.
+//! The driver is the transport's: the WebSocket reader feeds the client's
+//! frames to the session's [`conn::Conn`] (requests, limits, heartbeats,
+//! auth) and runs its timer; an SSE stream only runs the timer. They never
+//! wait on each other: the driver and the hub hand the writer work through
+//! the outbox, and each side ends the other by closing the outbox or the
+//! connection.
 //!
 //! However a session ends — the client leaves, a limit closes it, a task
 //! panics — [`SessionGuard`] unregisters it from the hub, counts the
 //! disconnect and gives back its connection permit: a session is never
 //! left half alive, holding its socket and still receiving ticks.
 
-pub mod frame;
+pub mod conn;
 pub mod outbox;
 pub mod rate;
-pub mod reader;
 pub mod writer;
 
 use crate::admission::ConnectionPermit;
 use crate::auth::{Authenticator, Claims};
 use crate::hub::{Command, HubHandle};
 use crate::metrics::{DisconnectReason, METRICS};
-use bytes::Bytes;
+use crate::transport::link::Link;
+use crate::transport::Framing;
+use conn::Conn;
 use outbox::Outbox;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpStream;
 
 /// Per-connection limits and timings (protocol §6), from the command line.
 #[derive(Clone, Debug)]
@@ -50,8 +55,9 @@ pub struct SessionContext {
     pub limits: Limits,
     pub hub: HubHandle,
     pub auth: Arc<Authenticator>,
-    /// The `seq` lineage announced in `welcome` (this process's start time, µs).
-    pub epoch: u64,
+    /// The `seq` lineage announced in `welcome`: this process's start time
+    /// (µs), or the cluster's, once read from the bus.
+    epoch: AtomicU64,
     /// This node's name (`--node`), in `welcome` and the metrics.
     pub node: String,
     next_id: AtomicU64,
@@ -68,10 +74,22 @@ impl SessionContext {
             limits,
             hub,
             auth,
-            epoch: crate::clock::now_us(),
+            epoch: AtomicU64::new(crate::clock::now_us()),
             node,
             next_id: AtomicU64::new(1),
         }
+    }
+}
+
+impl SessionContext {
+    /// The lineage of `seq` numbers (see [`crate::protocol::message::Welcome`]).
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    /// Takes the cluster's lineage instead of this process's.
+    pub fn set_epoch(&self, epoch: u64) {
+        self.epoch.store(epoch, Ordering::Release);
     }
 }
 
@@ -85,25 +103,45 @@ pub enum Identity {
     AwaitingAuth,
 }
 
-/// Serves one upgraded connection until it ends. `already_read` holds bytes
-/// the HTTP layer read past the upgrade request.
-pub async fn run(
+/// A session under way: its transport drives `conn`, and dropping `guard`
+/// (however the transport's task ends) ends the session.
+pub struct Started {
+    pub conn: Conn,
+    pub outbox: Arc<Outbox>,
+    _guard: SessionGuard,
+}
+
+/// Starts a session: registers it with the hub, spawns its writer on
+/// `link` with `framing`, and sends `welcome` (unless `identity` still has to
+/// authenticate). `expects_pongs`: a client that says nothing within the
+/// pong timeout after a ping is dead (not so for SSE, whose clients never speak).
+pub fn start(
     ctx: Arc<SessionContext>,
-    stream: TcpStream,
-    already_read: Bytes,
     identity: Identity,
     permit: ConnectionPermit,
-) {
+    framing: Box<dyn Framing>,
+    link: Box<dyn Link>,
+    expects_pongs: bool,
+) -> Started {
     let id = ctx.next_id.fetch_add(1, Ordering::Relaxed);
     let outbox = Arc::new(Outbox::new(
         id,
         ctx.limits.queue,
         ctx.limits.close_on_overflow,
     ));
-    let (read, write) = stream.into_split();
-    let _guard = SessionGuard::new(ctx.hub.clone(), outbox.clone(), permit);
-    tokio::spawn(writer::run(outbox.clone(), write, ctx.limits.close_grace));
-    reader::run(ctx, outbox, read, already_read, identity).await;
+    let guard = SessionGuard::new(ctx.hub.clone(), outbox.clone(), permit);
+    tokio::spawn(writer::run(
+        outbox.clone(),
+        link,
+        framing,
+        ctx.limits.close_grace,
+    ));
+    let conn = Conn::new(ctx, outbox.clone(), identity, expects_pongs);
+    Started {
+        conn,
+        outbox,
+        _guard: guard,
+    }
 }
 
 /// Registers a session with the hub and the metrics, and undoes both when

@@ -8,7 +8,7 @@
 //!   `seq` is behind, once it has caught up: a dropped update is never the
 //!   last word on a symbol. Under `--slow-consumer close` an overflow closes
 //!   the connection with 4008 instead.
-//! * `control`: replies, snapshots requests and close requests. They are
+//! * `control`: replies, snapshot requests and close requests. They are
 //!   never dropped; a client that lets more than [`CONTROL_LIMIT`] of them
 //!   pile up (it sends requests but reads nothing) is closed as a slow consumer.
 //!
@@ -17,6 +17,7 @@
 
 use crate::latest::{Latest, SymbolSlot};
 use crate::metrics::{DisconnectReason, METRICS};
+use crate::protocol::Message;
 use atomic_waker::AtomicWaker;
 use bytes::Bytes;
 use crossbeam_queue::SegQueue;
@@ -36,14 +37,21 @@ pub struct SubscribedSymbol {
 
 /// Work for the writer that must not be dropped, in the order it was queued.
 pub enum Control {
-    /// A ready frame (welcome, pong, error, ping, close echo …).
-    Frame(Bytes),
+    /// A message (welcome, pong, error …), encoded by the writer for its transport.
+    Message(Message),
+    /// A keep-alive for the transport to send (WebSocket ping, SSE comment).
+    Ping,
+    /// The answer to a client's WebSocket ping, with its payload.
+    Pong(Bytes),
     /// The hub registered these symbols: reply `subscribed`, then the
-    /// request's `error`s (symbols refused), then send snapshots.
+    /// request's `error`s (symbols refused), then send snapshots — all of
+    /// them, or with `after` (a stream resuming from a `gseq`) only those
+    /// that changed since.
     Subscribed {
         id: Option<i64>,
         symbols: Vec<SubscribedSymbol>,
-        errors: Vec<Bytes>,
+        errors: Vec<Message>,
+        after: Option<u64>,
     },
     /// The hub removed these symbols: reply `unsubscribed` (with a reason when
     /// the server ended them itself), stop sending them.
@@ -52,7 +60,7 @@ pub enum Control {
         symbols: Vec<Arc<SymbolSlot>>,
         reason: Option<&'static str>,
     },
-    /// Send a close frame with this code, then stop.
+    /// Send the transport's close for this code, then stop.
     Close { code: u16, reason: &'static str },
 }
 
@@ -113,6 +121,9 @@ pub struct Outbox {
     /// First reason the connection is ending, as `DisconnectReason as u8 + 1` (0: none yet).
     reason: AtomicU8,
     reader_done: AtomicBool,
+    /// The writer has ended (the connection is over); the driver may stop.
+    writer_done: AtomicBool,
+    writer_ended: tokio::sync::Notify,
     close_requested: AtomicBool,
     /// Set by the hub while this outbox is on its list of writers to wake at
     /// the end of the current pass (only the hub thread touches it).
@@ -133,6 +144,8 @@ impl Outbox {
             state: AtomicU8::new(OPEN),
             reason: AtomicU8::new(0),
             reader_done: AtomicBool::new(false),
+            writer_done: AtomicBool::new(false),
+            writer_ended: tokio::sync::Notify::new(),
             close_requested: AtomicBool::new(false),
             wake_listed: AtomicBool::new(false),
             signal: Signal::default(),
@@ -194,6 +207,11 @@ impl Outbox {
     /// Whether entries were dropped since the last call.
     pub fn take_resync(&self) -> bool {
         self.resync.swap(false, Ordering::AcqRel)
+    }
+
+    /// Whether entries were dropped since the last [`Outbox::take_resync`].
+    pub fn resync_pending(&self) -> bool {
+        self.resync.load(Ordering::Acquire)
     }
 
     /// Queues a control entry and wakes the writer.
@@ -261,6 +279,23 @@ impl Outbox {
         self.reader_done.load(Ordering::Acquire)
     }
 
+    /// For the writer, as it ends, however it ends.
+    pub fn writer_finished(&self) {
+        self.writer_done.store(true, Ordering::Release);
+        self.writer_ended.notify_waiters();
+    }
+
+    /// Completes once the writer has ended.
+    pub async fn writer_ended(&self) {
+        loop {
+            let notified = self.writer_ended.notified();
+            if self.writer_done.load(Ordering::Acquire) {
+                return;
+            }
+            notified.await;
+        }
+    }
+
     /// Stops the writer without a close frame (the peer is gone).
     pub fn abort(&self, why: DisconnectReason) {
         self.set_reason(why);
@@ -272,17 +307,17 @@ impl Outbox {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::encode::{Fields, TickState};
+    use crate::tick::{Fields, TickState};
 
     fn tick(seq: u64) -> Arc<Latest> {
         Arc::new(Latest::new(
             0,
-            "T",
             TickState {
                 seq,
                 fields: Fields::default(),
                 ts: 0,
                 pub_us: 0,
+                gseq: seq,
             },
         ))
     }
@@ -324,10 +359,10 @@ mod tests {
     fn control_entries_are_never_dropped_but_bounded() {
         let o = Outbox::new(1, 1, false);
         for _ in 0..CONTROL_LIMIT {
-            o.push_control(Control::Frame(Bytes::from_static(b"x")));
+            o.push_control(Control::Ping);
         }
         assert!(!o.is_closing());
-        o.push_control(Control::Frame(Bytes::from_static(b"x")));
+        o.push_control(Control::Ping);
         assert!(o.is_closing());
         assert_eq!(
             o.take_control().len(),

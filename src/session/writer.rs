@@ -1,33 +1,43 @@
-//! A client's writer: drains its outbox into the socket, a batch per write.
+//! A client's writer: drains its outbox into its connection, a batch per write.
 //!
 //! Each wake-up takes every control entry and every queued update at once,
 //! filters updates by the last `seq` sent per symbol (so a client never sees
 //! a symbol go backwards, whatever order snapshots and updates were queued
-//! in), and writes all pending frames with one `writev` when the socket takes
-//! them. While the socket is full the writer waits without draining more, so
-//! the bounded outbox is where a slow client's backlog lives (and is dropped).
+//! in), and hands all pending frames to the link at once (one `writev` on a
+//! plain socket). While the link is full the writer waits without draining
+//! more, so the bounded outbox is where a slow client's backlog lives (and
+//! is dropped). Once it catches up after a drop, the writer re-sends the
+//! current state of every symbol it is behind on.
+//!
+//! The writer knows nothing of frames: the transport's [`Framing`] makes
+//! them (a tick's bytes once per update and form, shared by every client of
+//! that form) and its [`Link`] writes them.
 //!
 //! A frame once started is always finished: a close is written after the
 //! last whole frame, and a connection that must end with a frame half
 //! written (its peer stopped reading for the whole close grace) is reset,
 //! never closed in the middle of a frame. Whatever ends the writer — a
 //! return or a panic — ends the connection too ([`WriterGuard`]).
+//!
+//! For transports that resume from one number (SSE), the writer also keeps a
+//! watermark: a `gseq` such that the client holds, for every symbol it
+//! subscribes to, a state at least as new as that symbol's last update up to
+//! it. It moves with updates written in order, freezes while dropped updates
+//! wait to be re-sent, and jumps to what was published when snapshots or
+//! re-sends were read.
 
 use super::outbox::{Control, Outbox};
 use crate::clock::now_us;
-use crate::encode;
-use crate::latest::SymbolSlot;
+use crate::latest::{published, SymbolSlot};
 use crate::metrics::{DisconnectReason, LocalHistogram, METRICS};
-use crate::protocol;
+use crate::protocol::Message;
+use crate::transport::link::Link;
+use crate::transport::Framing;
 use bytes::{Buf, Bytes};
 use std::collections::{HashMap, VecDeque};
-use std::io::IoSlice;
+use std::future::poll_fn;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::tcp::OwnedWriteHalf;
-
-/// Most iovecs handed to one `writev` (Linux IOV_MAX is 1024).
-const MAX_IOV: usize = 256;
 
 /// A subscribed symbol as this client has seen it.
 struct Sub {
@@ -36,7 +46,7 @@ struct Sub {
     last_seq: u64,
 }
 
-/// Frames waiting for the socket.
+/// Frames waiting for the link.
 #[derive(Default)]
 struct Pending {
     frames: VecDeque<Bytes>,
@@ -71,23 +81,13 @@ impl Pending {
     }
 
     /// Writes everything; cancel-safe (progress is kept in `self`).
-    async fn flush(&mut self, socket: &OwnedWriteHalf) -> std::io::Result<()> {
+    async fn flush(&mut self, link: &mut dyn Link) -> std::io::Result<()> {
         while !self.frames.is_empty() {
-            let written = {
-                let mut iov = [IoSlice::new(&[]); MAX_IOV];
-                let mut count = 0;
-                for (slot, frame) in iov.iter_mut().zip(self.frames.iter()) {
-                    *slot = IoSlice::new(frame);
-                    count += 1;
-                }
-                socket.try_write_vectored(&iov[..count])
-            };
-            match written {
-                Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
-                Ok(n) => self.advance(n),
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => socket.writable().await?,
-                Err(e) => return Err(e),
+            let n = poll_fn(|cx| link.poll_take(cx, &self.frames)).await?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::WriteZero.into());
             }
+            self.advance(n);
         }
         Ok(())
     }
@@ -96,15 +96,18 @@ impl Pending {
 /// Per-connection state of the writer.
 struct Writer {
     outbox: Arc<Outbox>,
+    framing: Box<dyn Framing>,
     subs: HashMap<u32, Sub>,
     pending: Pending,
+    /// See the module doc: everything up to this `gseq` is with the client.
+    watermark: u64,
 }
 
 /// Ends the connection when the writer ends, however it ends (a panic
-/// included): the reader then sees EOF and the session cleans up after itself.
+/// included): the driver then sees the end and the session cleans up.
 struct WriterGuard<'a> {
     outbox: &'a Outbox,
-    socket: &'a OwnedWriteHalf,
+    link: &'a mut dyn Link,
     /// Set once the writer has ended the connection itself.
     done: bool,
 }
@@ -113,44 +116,36 @@ impl Drop for WriterGuard<'_> {
     fn drop(&mut self) {
         if !self.done {
             self.outbox.abort(DisconnectReason::Client);
-            let _ = reset(self.socket);
+            self.link.reset();
         }
+        self.outbox.writer_finished();
     }
-}
-
-/// How the writer ended the connection.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Ending {
-    /// Shut down after whole frames (a FIN follows).
-    Clean,
-    /// Reset: no FIN may follow, or the peer would take a cut frame for an end.
-    Reset,
 }
 
 /// Runs until the connection closes.
-pub async fn run(outbox: Arc<Outbox>, socket: OwnedWriteHalf, grace: Duration) {
-    let ending = {
-        let mut guard = WriterGuard {
-            outbox: &outbox,
-            socket: &socket,
-            done: false,
-        };
-        let w = Writer {
-            outbox: outbox.clone(),
-            subs: HashMap::new(),
-            pending: Pending::default(),
-        };
-        let ending = serve(w, &socket, grace).await;
-        guard.done = true;
-        ending
+pub async fn run(
+    outbox: Arc<Outbox>,
+    mut link: Box<dyn Link>,
+    framing: Box<dyn Framing>,
+    grace: Duration,
+) {
+    let mut guard = WriterGuard {
+        outbox: &outbox,
+        link: &mut *link,
+        done: false,
     };
-    if ending == Ending::Reset {
-        // Dropping the write half would send a FIN before the reset.
-        socket.forget();
-    }
+    let w = Writer {
+        outbox: outbox.clone(),
+        framing,
+        subs: HashMap::new(),
+        pending: Pending::default(),
+        watermark: 0,
+    };
+    serve(w, guard.link, grace).await;
+    guard.done = true;
 }
 
-async fn serve(mut w: Writer, socket: &OwnedWriteHalf, grace: Duration) -> Ending {
+async fn serve(mut w: Writer, link: &mut dyn Link, grace: Duration) {
     w.outbox.signal.wait().await;
     loop {
         let mut close = w.take_control();
@@ -158,20 +153,21 @@ async fn serve(mut w: Writer, socket: &OwnedWriteHalf, grace: Duration) -> Endin
             // A close is queued before the state turns CLOSING: look once more.
             close = w.take_control();
             if close.is_none() {
-                // The reader ended (the peer left) or the connection was aborted.
-                return end(socket, &w.pending);
+                // The driver ended (the peer left) or the connection was aborted.
+                return end(link, &w.pending).await;
             }
         }
         if let Some((code, reason)) = close {
-            return w.close(socket, code, reason, grace).await;
+            return w.close(link, code, reason, grace).await;
         }
         w.take_ticks();
+        w.mark();
         let mut woken = false;
         while !w.pending.is_empty() {
             tokio::select! {
-                written = w.pending.flush(socket) => if written.is_err() {
+                written = w.pending.flush(link) => if written.is_err() {
                     w.outbox.abort(DisconnectReason::Client);
-                    return reset(socket);
+                    return link.reset();
                 },
                 _ = w.outbox.signal.wait() => {
                     woken = true;
@@ -194,27 +190,46 @@ async fn serve(mut w: Writer, socket: &OwnedWriteHalf, grace: Duration) -> Endin
 }
 
 impl Writer {
+    fn message(&mut self, m: &Message) {
+        let frame = self.framing.message(m);
+        self.pending.push(frame);
+    }
+
     /// Handles control entries; returns the close request, if one came.
     fn take_control(&mut self) -> Option<(u16, &'static str)> {
         for entry in self.outbox.take_control() {
             match entry {
-                Control::Frame(frame) => self.pending.push(frame),
+                Control::Message(m) => self.message(&m),
+                Control::Ping => {
+                    let ping = self.framing.ping();
+                    self.pending.push(ping);
+                }
+                Control::Pong(payload) => {
+                    let pong = self.framing.pong(&payload);
+                    self.pending.push(pong);
+                }
                 Control::Subscribed {
                     id,
                     symbols,
                     errors,
+                    after,
                 } => {
-                    let names: Vec<&str> = symbols.iter().map(|s| &*s.slot.name).collect();
-                    let unknown: Vec<&str> = symbols
+                    let names = symbols.iter().map(|s| s.slot.name.to_string()).collect();
+                    let unknown = symbols
                         .iter()
                         .filter(|s| s.slot.latest.load().is_none())
-                        .map(|s| &*s.slot.name)
+                        .map(|s| s.slot.name.to_string())
                         .collect();
-                    self.pending
-                        .push(protocol::subscribed(id, &names, &unknown));
-                    for e in errors {
-                        self.pending.push(e);
+                    self.message(&Message::Subscribed {
+                        id,
+                        symbols: names,
+                        unknown,
+                    });
+                    for e in &errors {
+                        self.message(e);
                     }
+                    // Every value read below is at least as new as this.
+                    let seen = published();
                     for s in &symbols {
                         let sub = self.subs.entry(s.slot.id).or_insert_with(|| Sub {
                             slot: s.slot.clone(),
@@ -223,13 +238,18 @@ impl Writer {
                         let Some(current) = s.slot.latest.load_full() else {
                             continue;
                         };
-                        // The client that names a `since` at or past the current seq is up to date.
-                        if s.since.is_none_or(|since| since < current.seq()) {
-                            self.pending.push(current.snapshot_frame(&s.slot.name));
+                        // The client that names a `since` at or past the
+                        // current seq (or resumes after its gseq) is up to date.
+                        let up_to_date = s.since.is_some_and(|since| since >= current.seq())
+                            || after.is_some_and(|after| after >= current.state.gseq);
+                        if !up_to_date {
+                            let frame = self.framing.tick(&s.slot.name, &current, true);
+                            self.pending.push(frame);
                             METRICS.messages_sent.inc();
                         }
                         sub.last_seq = sub.last_seq.max(current.seq());
                     }
+                    self.watermark = self.watermark.max(seen).max(after.unwrap_or(0));
                 }
                 Control::Unsubscribed {
                     id,
@@ -239,9 +259,12 @@ impl Writer {
                     for slot in &symbols {
                         self.subs.remove(&slot.id);
                     }
-                    let names: Vec<&str> = symbols.iter().map(|s| &*s.name).collect();
-                    self.pending
-                        .push(protocol::unsubscribed(id, &names, reason));
+                    let symbols = symbols.iter().map(|s| s.name.to_string()).collect();
+                    self.message(&Message::Unsubscribed {
+                        id,
+                        symbols,
+                        reason,
+                    });
                 }
                 Control::Close { code, reason } => return Some((code, reason)),
             }
@@ -255,22 +278,35 @@ impl Writer {
         let now = now_us();
         let mut latency = LocalHistogram::default();
         let mut sent = 0u64;
+        let dropped = self.outbox.take_resync();
+        let watermark_before = self.watermark;
         // At most a queue's worth per pass, so a fast feed cannot keep us here.
         for _ in 0..=self.outbox.capacity() {
             let Some(tick) = self.outbox.pop_tick() else {
                 break;
             };
+            if !dropped {
+                // Updates arrive in gseq order: all before this one are here.
+                self.watermark = self.watermark.max(tick.state.gseq);
+            }
             let Some(sub) = self.subs.get_mut(&tick.id) else {
                 continue;
             };
             if tick.seq() > sub.last_seq {
                 sub.last_seq = tick.seq();
                 latency.observe_us(now.saturating_sub(tick.state.pub_us));
-                self.pending.push(tick.frame.clone());
+                let frame = self.framing.tick(&sub.slot.name, &tick, false);
+                self.pending.push(frame);
                 sent += 1;
             }
         }
-        if self.outbox.take_resync() {
+        if !dropped && self.outbox.resync_pending() {
+            // Something was dropped while this pass took the queue: what was
+            // taken may have overtaken it. The re-send will move the mark.
+            self.watermark = watermark_before;
+        }
+        if dropped {
+            let seen = published();
             for sub in self.subs.values_mut() {
                 let Some(current) = sub.slot.latest.load_full() else {
                     continue;
@@ -278,10 +314,12 @@ impl Writer {
                 if current.seq() > sub.last_seq {
                     sub.last_seq = current.seq();
                     latency.observe_us(now.saturating_sub(current.state.pub_us));
-                    self.pending.push(current.frame.clone());
+                    let frame = self.framing.tick(&sub.slot.name, &current, false);
+                    self.pending.push(frame);
                     sent += 1;
                 }
             }
+            self.watermark = self.watermark.max(seen);
         }
         if sent > 0 {
             METRICS.messages_sent.add(sent);
@@ -289,22 +327,30 @@ impl Writer {
         }
     }
 
-    /// Sends the close frame after what was already pending (replies queued
+    /// Lets the transport note the watermark after this batch.
+    fn mark(&mut self) {
+        if let Some(frame) = self.framing.mark(self.watermark) {
+            self.pending.push(frame);
+        }
+    }
+
+    /// Sends the close after what was already pending (replies queued
     /// before the close, e.g. the errors that led to it; queued ticks are not
-    /// taken any more), waits for the reader to see the client's answer (or
+    /// taken any more), waits for the driver to see the client's answer (or
     /// the grace to pass), and closes.
     async fn close(
         mut self,
-        socket: &OwnedWriteHalf,
+        link: &mut dyn Link,
         code: u16,
         reason: &'static str,
         grace: Duration,
-    ) -> Ending {
-        self.pending.push(encode::close_frame(code, reason));
-        let flushed = tokio::time::timeout(grace, self.pending.flush(socket)).await;
+    ) {
+        let frame = self.framing.close(code, reason);
+        self.pending.push(frame);
+        let flushed = tokio::time::timeout(grace, self.pending.flush(link)).await;
         if !matches!(flushed, Ok(Ok(()))) {
             // The peer did not take the close in time (or is gone).
-            return end(socket, &self.pending);
+            return end(link, &self.pending).await;
         }
         let outbox = self.outbox.clone();
         let _ = tokio::time::timeout(grace, async move {
@@ -313,33 +359,17 @@ impl Writer {
             }
         })
         .await;
-        shutdown(socket)
+        link.close().await;
     }
 }
 
-/// Ends the connection without a close frame: a clean FIN after whole frames,
-/// a reset when a frame is half written (a peer must never read a stream cut
+/// Ends the connection without a close: a clean end after whole frames, a
+/// reset when a frame is half written (a peer must never read a stream cut
 /// in the middle of a frame as if it had ended).
-fn end(socket: &OwnedWriteHalf, pending: &Pending) -> Ending {
+async fn end(link: &mut dyn Link, pending: &Pending) {
     if pending.mid_frame {
-        reset(socket)
+        link.reset()
     } else {
-        shutdown(socket)
+        link.close().await
     }
-}
-
-/// Ends the TCP connection both ways, which also wakes the reader.
-fn shutdown(socket: &OwnedWriteHalf) -> Ending {
-    let _ = socket2::SockRef::from(socket.as_ref()).shutdown(std::net::Shutdown::Both);
-    Ending::Clean
-}
-
-/// Resets the TCP connection: with a zero linger the kernel sends RST when
-/// the socket is closed, and shutting down the read side wakes the reader,
-/// whose end closes it. Nothing more is written.
-fn reset(socket: &OwnedWriteHalf) -> Ending {
-    let sock = socket2::SockRef::from(socket.as_ref());
-    let _ = sock.set_linger(Some(Duration::ZERO));
-    let _ = sock.shutdown(std::net::Shutdown::Read);
-    Ending::Reset
 }

@@ -513,7 +513,12 @@ impl RawWs {
 
 /// A masked client frame.
 pub fn client_frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
-    tickcast::session::frame::encode_client_frame(fin, opcode, payload, [0x12, 0x34, 0x56, 0x78])
+    tickcast::transport::ws::frame::encode_client_frame(
+        fin,
+        opcode,
+        payload,
+        [0x12, 0x34, 0x56, 0x78],
+    )
 }
 
 /// A feed publisher writing NDJSON lines to `--feed tcp://`.

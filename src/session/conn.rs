@@ -1,155 +1,89 @@
-//! A client's reader: frames in, protocol messages handled, limits enforced.
+//! One client's side of the protocol, whatever its transport: requests in,
+//! replies out (as values, to the outbox), limits, heartbeats, the auth
+//! deadline, token expiry and refresh, and the close.
 //!
-//! The reader waits for readability and then reads into a per-thread scratch
-//! buffer (see [`super::frame`]), so an idle connection holds no read buffer.
-//! Waiting for readability is cancel-safe, so the reader can also wait on its
-//! one timer (next ping, pong deadline, token expiry, auth deadline, close
-//! grace) in the same `select!`. Everything it does per message is
-//! synchronous: replies go to the outbox, (un)subscriptions to the hub.
+//! A transport drives it: the WebSocket reader hands it messages and frames
+//! as they arrive, and every transport calls [`Conn::on_timer`] when
+//! [`Conn::next_deadline`] comes. Everything here is synchronous: replies go
+//! to the outbox, (un)subscriptions to the hub.
 //!
 //! Every frame the client sends draws on its rate limit — messages, pings,
-//! pongs and fragments alike — so no kind of frame can be flooded. Once a
-//! close has begun the reader takes at most [`CLOSING_READ_LIMIT`] more
-//! bytes while it waits for the client's answer.
+//! pongs and fragments alike — so no kind of frame can be flooded.
 
-use super::frame::{Flow, Frame, FrameDecoder, FrameError};
 use super::outbox::{Control, Outbox};
 use super::rate::{RateLimiter, Verdict};
 use super::{Identity, SessionContext};
 use crate::auth::TokenUse;
 use crate::clock::{now_secs, now_us};
-use crate::encode::{self, OP_PING, OP_PONG};
 use crate::hub::Command;
 use crate::metrics::DisconnectReason;
-use crate::protocol::{self, close, ClientMessage, ErrorCode, RequestError};
+use crate::protocol::message::Welcome;
+use crate::protocol::{self, ClientMessage, ErrorCode, Message, RequestError};
 use crate::symbol;
+use crate::transport::ws::close;
 use bytes::Bytes;
-use std::cell::RefCell;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::net::tcp::OwnedReadHalf;
 
 /// Error replies (other than `rate_limited`) a connection may earn before it is closed with 1008.
 pub const MAX_PROTOCOL_ERRORS: u32 = 20;
 
-/// Bytes read from a client once its connection is closing, at most (a
-/// client that floods instead of answering the close is cut off).
-pub const CLOSING_READ_LIMIT: usize = 64 * 1024;
-
-/// Bytes read from a socket per `read` call.
-const SCRATCH: usize = 16 * 1024;
-
-thread_local! {
-    static SCRATCH_BUF: RefCell<Vec<u8>> = RefCell::new(vec![0; SCRATCH]);
-}
-
-struct Conn {
+pub struct Conn {
     ctx: Arc<SessionContext>,
     outbox: Arc<Outbox>,
     identity: Identity,
     rate: RateLimiter,
     errors: u32,
     next_ping: Instant,
+    ping_every: Duration,
     awaiting_pong_since: Option<Instant>,
+    /// Whether a client that says nothing after a ping is dead (WebSocket:
+    /// yes; SSE: its clients never speak, the socket tells when one is gone).
+    expects_pongs: bool,
     auth_deadline: Option<Instant>,
     expires_at: Option<Instant>,
-    /// Set once the server decided to close; the reader waits for the
-    /// client's close frame until then + grace.
+    /// Set once the server decided to close; the connection waits for the
+    /// client's close until then + grace.
     closing_since: Option<Instant>,
-    /// Bytes read since the close began.
-    read_while_closing: usize,
-    /// Input can no longer be decoded (a framing error): wait for EOF.
-    discard: bool,
     done: bool,
 }
 
-/// Runs the reader until the connection ends. The session's guard does the
-/// cleanup, so an early return or a panic here leaks nothing.
-pub async fn run(
-    ctx: Arc<SessionContext>,
-    outbox: Arc<Outbox>,
-    read: OwnedReadHalf,
-    already_read: Bytes,
-    identity: Identity,
-) {
-    let now = Instant::now();
-    let limits = ctx.limits.clone();
-    let mut decoder = FrameDecoder::new(limits.max_message);
-    let mut conn = Conn {
-        outbox,
-        rate: RateLimiter::new(limits.client_rate, limits.client_burst, now),
-        errors: 0,
-        next_ping: now + limits.ping_interval,
-        awaiting_pong_since: None,
-        auth_deadline: None,
-        expires_at: None,
-        closing_since: None,
-        read_while_closing: 0,
-        discard: false,
-        done: false,
-        identity: Identity::Anonymous,
-        ctx,
-    };
-    match identity {
-        Identity::AwaitingAuth => {
-            conn.identity = Identity::AwaitingAuth;
-            conn.auth_deadline = Some(now + limits.auth_timeout);
-        }
-        other => conn.start(other),
-    }
-    if !already_read.is_empty() {
-        let mut bytes = already_read.to_vec();
-        conn.feed(&mut decoder, &mut bytes);
-    }
-    // Even empty, this slice keeps hyper's whole read buffer alive: let it go now,
-    // not when the connection ends.
-    drop(already_read);
-    let sleep = tokio::time::sleep_until(conn.next_deadline().into());
-    tokio::pin!(sleep);
-    while !conn.done {
-        sleep.as_mut().reset(conn.next_deadline().into());
-        tokio::select! {
-            ready = read.readable() => {
-                if ready.is_err() || !read_available(&read, &mut decoder, &mut conn) {
-                    break;
-                }
-            }
-            _ = &mut sleep => conn.on_timer(Instant::now()),
-        }
-    }
-}
-
-/// Reads what the socket has; false once the connection is over.
-fn read_available(read: &OwnedReadHalf, decoder: &mut FrameDecoder, conn: &mut Conn) -> bool {
-    SCRATCH_BUF.with(|cell| {
-        let mut scratch = cell.borrow_mut();
-        // A few reads per wake-up at most, so one busy client cannot hog a worker.
-        for _ in 0..4 {
-            match read.try_read(&mut scratch[..]) {
-                Ok(0) => return false,
-                Ok(n) => {
-                    if conn.closing_since.is_some() {
-                        conn.read_while_closing = conn.read_while_closing.saturating_add(n);
-                        if conn.read_while_closing > CLOSING_READ_LIMIT {
-                            return false;
-                        }
-                    }
-                    if !conn.feed(decoder, &mut scratch[..n]) {
-                        return false;
-                    }
-                    if n < scratch.len() {
-                        return true;
-                    }
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return true,
-                Err(_) => return false,
-            }
-        }
-        true
-    })
-}
-
 impl Conn {
+    /// A connection that has just been accepted: it gets `welcome` now, or
+    /// (first-message auth) once its `auth` message has been checked.
+    pub fn new(
+        ctx: Arc<SessionContext>,
+        outbox: Arc<Outbox>,
+        identity: Identity,
+        expects_pongs: bool,
+    ) -> Conn {
+        let now = Instant::now();
+        let limits = &ctx.limits;
+        let mut conn = Conn {
+            rate: RateLimiter::new(limits.client_rate, limits.client_burst, now),
+            next_ping: now + limits.ping_interval,
+            ping_every: limits.ping_interval,
+            outbox,
+            errors: 0,
+            awaiting_pong_since: None,
+            expects_pongs,
+            auth_deadline: None,
+            expires_at: None,
+            closing_since: None,
+            done: false,
+            identity: Identity::Anonymous,
+            ctx,
+        };
+        match identity {
+            Identity::AwaitingAuth => {
+                conn.identity = Identity::AwaitingAuth;
+                conn.auth_deadline = Some(now + conn.ctx.limits.auth_timeout);
+            }
+            other => conn.start(other),
+        }
+        conn
+    }
+
     /// Sends `welcome` and arms the token's expiry.
     fn start(&mut self, identity: Identity) {
         let mut exp = None;
@@ -159,79 +93,106 @@ impl Conn {
         }
         self.identity = identity;
         self.auth_deadline = None;
-        let session = format!("{:016x}", fastrand::u64(..));
         let limits = &self.ctx.limits;
-        self.send(protocol::welcome(&protocol::Welcome {
-            session: &session,
+        self.send(Message::Welcome(Welcome {
+            session: format!("{:016x}", fastrand::u64(..)),
             heartbeat_ms: limits.ping_interval.as_millis() as u64,
             max_symbols: limits.max_symbols,
             max_message: limits.max_message,
-            epoch: self.ctx.epoch,
-            node: &self.ctx.node,
+            epoch: self.ctx.epoch(),
+            node: self.ctx.node.clone(),
             exp,
         }));
     }
 
-    fn send(&self, frame: Bytes) {
-        self.outbox.push_control(Control::Frame(frame));
+    fn send(&self, m: Message) {
+        self.outbox.push_control(Control::Message(m));
     }
 
-    /// Decodes bytes; false once the reader should stop.
-    fn feed(&mut self, decoder: &mut FrameDecoder, bytes: &mut [u8]) -> bool {
-        if self.discard {
-            return true;
-        }
+    /// Keep-alives this often instead of `--ping-interval` (SSE: proxies
+    /// want them more often than a WebSocket needs pings).
+    pub fn set_ping_interval(&mut self, every: std::time::Duration) {
+        self.ping_every = every;
+        self.next_ping = Instant::now() + every;
+    }
+
+    /// The session is over: the transport stops driving it.
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+
+    /// A close has begun; only the client's answer matters now.
+    pub fn is_closing(&self) -> bool {
+        self.closing_since.is_some()
+    }
+
+    /// The client sent something: it is alive (any frame answers a ping).
+    pub fn heard(&mut self) {
         self.awaiting_pong_since = None;
-        match decoder.feed(bytes, &mut |frame| self.on_frame(frame)) {
-            Ok(Flow::Continue) => !self.done,
-            Ok(Flow::Stop) => false,
-            Err(e) => {
-                let (code, reason) = match e {
-                    FrameError::TooBig => (close::TOO_BIG, "message too big"),
-                    FrameError::Binary => {
-                        (close::UNSUPPORTED_DATA, "binary frames are not supported")
-                    }
-                    FrameError::NotUtf8 => (close::INVALID_PAYLOAD, "close reason is not UTF-8"),
-                    FrameError::Protocol(why) => (close::PROTOCOL_ERROR, why),
-                };
-                self.close(code, reason, DisconnectReason::Protocol);
-                self.discard = true;
-                true
+    }
+
+    /// A whole text message.
+    pub fn on_text(&mut self, text: &str) {
+        if self.is_closing() {
+            return;
+        }
+        match self.rate.check(Instant::now()) {
+            Verdict::Allow => {}
+            Verdict::Limit => {
+                let id = protocol::parse_client_message(text)
+                    .ok()
+                    .and_then(|m| m.id());
+                return self.send(RequestError::rate_limited(id).into());
             }
+            Verdict::Close => {
+                return self.close(
+                    close::RATE_LIMITED,
+                    "message rate limit exceeded",
+                    DisconnectReason::RateLimit,
+                );
+            }
+        }
+        match protocol::parse_client_message(text) {
+            Ok(message) => self.on_message(message),
+            Err(e) => self.error(e),
         }
     }
 
-    fn on_frame(&mut self, frame: Frame<'_>) -> Flow {
-        if let Frame::Close(code) = frame {
-            // Answer a client's close with the same code (1000 when it gave none).
-            let echo = code.unwrap_or(close::NORMAL);
-            self.outbox.close(echo, "", DisconnectReason::Client);
-            return Flow::Stop;
+    /// A text message that is not UTF-8.
+    pub fn on_invalid_text(&mut self) {
+        self.close(
+            close::INVALID_PAYLOAD,
+            "text frame is not UTF-8",
+            DisconnectReason::Protocol,
+        );
+    }
+
+    /// A ping from the client: answered with its payload, within the rate.
+    pub fn on_ping(&mut self, payload: &[u8]) {
+        if !self.is_closing() && self.frame_allowed() {
+            self.outbox
+                .push_control(Control::Pong(Bytes::copy_from_slice(payload)));
         }
-        if self.closing_since.is_some() {
-            // Only the client's close matters now.
-            return Flow::Continue;
+    }
+
+    /// A frame that is not a whole message (a pong, a fragment): it only
+    /// counts against the rate.
+    pub fn on_frame(&mut self) {
+        if !self.is_closing() {
+            self.frame_allowed();
         }
-        match frame {
-            Frame::Text(bytes) => match std::str::from_utf8(bytes) {
-                Ok(text) => self.on_text(text),
-                Err(_) => self.close(
-                    close::INVALID_PAYLOAD,
-                    "text frame is not UTF-8",
-                    DisconnectReason::Protocol,
-                ),
-            },
-            Frame::Ping(payload) => {
-                if self.frame_allowed() {
-                    self.send(encode::frame(OP_PONG, payload));
-                }
-            }
-            Frame::Pong | Frame::Fragment => {
-                self.frame_allowed();
-            }
-            Frame::Close(_) => {}
-        }
-        Flow::Continue
+    }
+
+    /// The client closes: answered with its own code (1000 when it gave none).
+    pub fn on_peer_close(&mut self, code: Option<u16>) {
+        let echo = code.unwrap_or(close::NORMAL);
+        self.outbox.close(echo, "", DisconnectReason::Client);
+        self.done = true;
+    }
+
+    /// The client broke the framing rules: close with `code`.
+    pub fn on_framing_error(&mut self, code: u16, reason: &'static str) {
+        self.close(code, reason, DisconnectReason::Protocol);
     }
 
     /// Charges a frame that is not a whole message to the rate limit: over
@@ -248,33 +209,6 @@ impl Conn {
                 );
                 false
             }
-        }
-    }
-
-    fn on_text(&mut self, text: &str) {
-        match self.rate.check(Instant::now()) {
-            Verdict::Allow => {}
-            Verdict::Limit => {
-                let id = protocol::parse_client_message(text)
-                    .ok()
-                    .and_then(|m| m.id());
-                let e =
-                    RequestError::new(id, ErrorCode::RateLimited, "too many messages: slow down");
-                self.send(e.frame());
-                return;
-            }
-            Verdict::Close => {
-                self.close(
-                    close::RATE_LIMITED,
-                    "message rate limit exceeded",
-                    DisconnectReason::RateLimit,
-                );
-                return;
-            }
-        }
-        match protocol::parse_client_message(text) {
-            Ok(message) => self.on_message(message),
-            Err(e) => self.error(e),
         }
     }
 
@@ -297,7 +231,16 @@ impl Conn {
             return self.error(e);
         }
         match message {
-            ClientMessage::Subscribe { id, symbols, since } => self.subscribe(id, symbols, since),
+            ClientMessage::Subscribe { id, symbols, since } => {
+                if let Some(errors) = self.subscribe(id, symbols, since, None) {
+                    if !errors {
+                        return;
+                    }
+                    // One request earns at most one protocol error, however
+                    // many symbols it got wrong.
+                    self.count_error();
+                }
+            }
             ClientMessage::Unsubscribe { id, symbols } => {
                 let symbols = symbols
                     .into_iter()
@@ -309,14 +252,25 @@ impl Conn {
                     symbols,
                 });
             }
-            ClientMessage::Ping { id } => self.send(protocol::pong(id, now_us())),
+            ClientMessage::Ping { id } => self.send(Message::Pong { id, ts: now_us() }),
             ClientMessage::Auth { id, token } => self.refresh(id, &token),
         }
     }
 
     /// Checks each symbol (syntax, entitlement) and hands the good ones to the
-    /// hub. The bad ones get one `error` per code, after the `subscribed` reply.
-    fn subscribe(&mut self, id: Option<i64>, symbols: Vec<String>, since: Vec<(String, u64)>) {
+    /// hub, with `after` for a stream that resumes from a `gseq`. The bad
+    /// ones get one `error` per code, after the `subscribed` reply. Returns
+    /// whether some were refused (`None` if the connection cannot subscribe).
+    pub fn subscribe(
+        &mut self,
+        id: Option<i64>,
+        symbols: Vec<String>,
+        since: Vec<(String, u64)>,
+        after: Option<u64>,
+    ) -> Option<bool> {
+        if let Identity::AwaitingAuth = self.identity {
+            return None;
+        }
         let mut accepted: Vec<String> = Vec::with_capacity(symbols.len());
         let mut invalid = Vec::new();
         let mut forbidden = Vec::new();
@@ -334,26 +288,23 @@ impl Conn {
                 accepted.push(s);
             }
         }
-        let mut errors = Vec::new();
+        let mut errors: Vec<Message> = Vec::new();
         if !invalid.is_empty() {
             let message = format!(
                 "{} not a symbol: 1 to 32 characters from A-Z a-z 0-9 . _ : / -",
                 plural(&invalid, "is", "are")
             );
             errors.push(
-                RequestError::for_symbols(id, ErrorCode::InvalidSymbol, invalid, message).frame(),
+                RequestError::for_symbols(id, ErrorCode::InvalidSymbol, invalid, message).into(),
             );
         }
         if !forbidden.is_empty() {
             let message = format!("not entitled to {}", plural(&forbidden, "", ""));
             errors.push(
-                RequestError::for_symbols(id, ErrorCode::Forbidden, forbidden, message).frame(),
+                RequestError::for_symbols(id, ErrorCode::Forbidden, forbidden, message).into(),
             );
         }
-        if !errors.is_empty() {
-            // One request earns at most one protocol error, however many symbols it got wrong.
-            self.count_error();
-        }
+        let refused = !errors.is_empty();
         let since = since
             .into_iter()
             .filter(|(s, _)| seen.contains(s) && symbol::is_valid(s))
@@ -363,8 +314,10 @@ impl Conn {
             id,
             symbols: accepted,
             since,
+            after,
             errors,
         });
+        Some(refused)
     }
 
     /// A token refresh: same `sub`, the new token's expiry and entitlements
@@ -383,7 +336,11 @@ impl Conn {
         match self.ctx.auth.verify(token, now_secs(), TokenUse::Message) {
             Ok(claims) if claims.sub == current.sub => {
                 self.expires_at = Some(expiry_instant(claims.exp));
-                self.send(protocol::authenticated(id, &claims.sub, claims.exp));
+                self.send(Message::Authenticated {
+                    id,
+                    sub: claims.sub.clone(),
+                    exp: claims.exp,
+                });
                 self.ctx.hub.send(Command::Reauthorize {
                     client: self.outbox.id,
                     id,
@@ -405,7 +362,7 @@ impl Conn {
     }
 
     fn error(&mut self, e: RequestError) {
-        self.send(e.frame());
+        self.send(e.into());
         self.count_error();
     }
 
@@ -420,14 +377,16 @@ impl Conn {
         }
     }
 
-    fn close(&mut self, code: u16, reason: &'static str, why: DisconnectReason) {
+    /// Starts closing with `code`; only the first call counts.
+    pub fn close(&mut self, code: u16, reason: &'static str, why: DisconnectReason) {
         if self.closing_since.is_none() {
             self.closing_since = Some(Instant::now());
             self.outbox.close(code, reason, why);
         }
     }
 
-    fn next_deadline(&self) -> Instant {
+    /// When [`Conn::on_timer`] must run next.
+    pub fn next_deadline(&self) -> Instant {
         let limits = &self.ctx.limits;
         let far = Instant::now() + Duration::from_secs(3600);
         [
@@ -443,7 +402,7 @@ impl Conn {
         .unwrap_or(far)
     }
 
-    fn on_timer(&mut self, now: Instant) {
+    pub fn on_timer(&mut self, now: Instant) {
         let limits = self.ctx.limits.clone();
         if let Some(t) = self.closing_since {
             if now >= t + limits.close_grace {
@@ -470,9 +429,11 @@ impl Conn {
             return;
         }
         if now >= self.next_ping {
-            self.send(encode::frame(OP_PING, b""));
-            self.awaiting_pong_since.get_or_insert(now);
-            self.next_ping = now + limits.ping_interval;
+            self.outbox.push_control(Control::Ping);
+            if self.expects_pongs {
+                self.awaiting_pong_since.get_or_insert(now);
+            }
+            self.next_ping = now + self.ping_every;
         }
     }
 }

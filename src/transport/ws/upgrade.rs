@@ -1,12 +1,17 @@
-//! Is this HTTP request a WebSocket upgrade we accept (RFC 6455 §4.2.1)?
+//! Is this HTTP request a WebSocket upgrade we accept (RFC 6455 §4.2.1), and
+//! in which encoding; and the `101 Switching Protocols` that answers it.
 //!
 //! Checked before anything else is spent on a connection: HTTP/1.1, exactly
 //! one `Host`, `Connection: Upgrade` and `Upgrade: websocket` (tokens,
 //! case-insensitive), version 13 and a `Sec-WebSocket-Key` that is the
 //! base64 of 16 bytes. A request that fails gets 400 (426 for another
-//! version) and no upgrade. Pure functions of the request, so that they can
+//! version) and no upgrade. The encoding is the first of the client's
+//! `Sec-WebSocket-Protocol` values that names one (`tickcast.json`,
+//! `tickcast.msgpack`), echoed in the 101; without the header, JSON; with it
+//! but no name we know, 400. Pure functions of the request, so that they can
 //! be fuzzed without a socket.
 
+use crate::encoding::ENCODINGS;
 use base64::Engine;
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, StatusCode, Version};
@@ -17,6 +22,10 @@ use sha1::{Digest, Sha1};
 pub struct Upgrade {
     /// `Sec-WebSocket-Key`, to compute `Sec-WebSocket-Accept` from.
     pub key: HeaderValue,
+    /// The encoding (an index into [`ENCODINGS`]).
+    pub encoding: usize,
+    /// Whether the client asked for it by name (then the 101 echoes it).
+    pub named: bool,
 }
 
 /// Why an upgrade is refused: an HTTP status and a one-line reason.
@@ -84,7 +93,66 @@ pub fn validate(
         .ok_or(refuse(
             "Sec-WebSocket-Key must be the base64 of 16 bytes, given once",
         ))?;
-    Ok(Upgrade { key: key.clone() })
+    let (encoding, named) = match chosen_protocol(headers) {
+        Chosen::NotAsked => (crate::encoding::JSON, false),
+        Chosen::Known(e) => (e, true),
+        Chosen::Unknown => {
+            return Err(refuse(
+                "Sec-WebSocket-Protocol names no encoding tickcast speaks: tickcast.json, tickcast.msgpack",
+            ))
+        }
+    };
+    Ok(Upgrade {
+        key: key.clone(),
+        encoding,
+        named,
+    })
+}
+
+enum Chosen {
+    NotAsked,
+    Known(usize),
+    Unknown,
+}
+
+/// The first subprotocol the client lists that names an encoding.
+fn chosen_protocol(headers: &HeaderMap) -> Chosen {
+    let mut asked = false;
+    for value in headers.get_all("sec-websocket-protocol") {
+        let Ok(value) = value.to_str() else {
+            return Chosen::Unknown;
+        };
+        for name in value.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            asked = true;
+            if let Some(e) = crate::encoding::by_name(name) {
+                return Chosen::Known(e);
+            }
+        }
+    }
+    if asked {
+        Chosen::Unknown
+    } else {
+        Chosen::NotAsked
+    }
+}
+
+/// The `101 Switching Protocols` for a valid upgrade.
+pub fn switching_protocols(upgrade: &Upgrade) -> hyper::Response<crate::http::body::Body> {
+    let mut r = hyper::Response::new(crate::http::body::Body::whole(bytes::Bytes::new()));
+    *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = r.headers_mut();
+    h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    if let Ok(accept) = HeaderValue::from_str(&accept_key(upgrade.key.as_bytes())) {
+        h.insert("sec-websocket-accept", accept);
+    }
+    if upgrade.named {
+        h.insert(
+            "sec-websocket-protocol",
+            HeaderValue::from_static(ENCODINGS[upgrade.encoding].name()),
+        );
+    }
+    r
 }
 
 /// A key is 16 random bytes in base64: 24 characters ending in `==`.
@@ -185,6 +253,26 @@ mod tests {
             "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n",
         );
         assert_eq!(check(&two_keys).unwrap_err().status, 400);
+    }
+
+    #[test]
+    fn the_encoding_is_the_first_one_named() {
+        let with = |p: &str| {
+            check(&GOOD.replace(
+                "\r\n\r\n",
+                &format!("\r\nSec-WebSocket-Protocol: {p}\r\n\r\n"),
+            ))
+        };
+        let u = check(GOOD).unwrap();
+        assert_eq!((u.encoding, u.named), (crate::encoding::JSON, false));
+        let u = with("tickcast.msgpack").unwrap();
+        assert_eq!(
+            (ENCODINGS[u.encoding].name(), u.named),
+            ("tickcast.msgpack", true)
+        );
+        let u = with("chat, tickcast.json, tickcast.msgpack").unwrap();
+        assert_eq!(ENCODINGS[u.encoding].name(), "tickcast.json");
+        assert_eq!(with("chat, superchat").unwrap_err().status, 400);
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! Decoding client WebSocket frames (RFC 6455) without a per-connection buffer.
+//! WebSocket frames (RFC 6455 §5) both ways: the client's, decoded without a
+//! per-connection buffer, and the server's, encoded once and shared.
 //!
 //! fastwebsockets gives every connection an 8 KiB read buffer for its whole
 //! life; at tens of thousands of mostly idle connections that alone is more
@@ -11,6 +12,71 @@
 //! before any payload is kept, with arithmetic that cannot wrap. A frame or
 //! fragmented message over `max_message` is refused at once (1009), so the
 //! decoder never holds more than one message's worth of bytes.
+//!
+//! Server frames are unmasked, so a frame is the same bytes for every client:
+//! an update's frame is made once and shared ([`crate::latest::Latest`]).
+
+use super::close::is_sendable_close_code;
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+
+/// WebSocket opcodes the server sends.
+pub const OP_TEXT: u8 = 0x1;
+pub const OP_BINARY: u8 = 0x2;
+pub const OP_CLOSE: u8 = 0x8;
+pub const OP_PING: u8 = 0x9;
+pub const OP_PONG: u8 = 0xA;
+
+/// Writes a frame header for a payload of `len` bytes.
+fn put_header(buf: &mut BytesMut, opcode: u8, len: usize) {
+    buf.put_u8(0x80 | opcode);
+    if len < 126 {
+        buf.put_u8(len as u8);
+    } else if len <= u16::MAX as usize {
+        buf.put_u8(126);
+        buf.put_u16(len as u16);
+    } else {
+        buf.put_u8(127);
+        buf.put_u64(len as u64);
+    }
+}
+
+/// A complete unmasked frame.
+pub fn frame(opcode: u8, payload: &[u8]) -> Bytes {
+    let mut buf = BytesMut::with_capacity(payload.len() + 10);
+    put_header(&mut buf, opcode, payload.len());
+    buf.put_slice(payload);
+    buf.freeze()
+}
+
+/// A complete unmasked frame whose payload `write` appends: written once,
+/// after room for the longest header, which is then filled in place (no copy).
+pub fn frame_with(opcode: u8, write: impl FnOnce(&mut Vec<u8>)) -> Bytes {
+    const ROOM: usize = 10;
+    let mut buf = Vec::with_capacity(200);
+    buf.resize(ROOM, 0);
+    write(&mut buf);
+    let len = buf.len() - ROOM;
+    let mut header = BytesMut::with_capacity(ROOM);
+    put_header(&mut header, opcode, len);
+    let start = ROOM - header.len();
+    buf[start..ROOM].copy_from_slice(&header);
+    let mut frame = Bytes::from(buf);
+    // `advance` only moves the start; `split_to` would allocate a shared header.
+    frame.advance(start);
+    frame
+}
+
+/// A close frame with a status code and a short reason.
+pub fn close_frame(code: u16, reason: &str) -> Bytes {
+    let mut end = reason.len().min(123);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    let mut payload = Vec::with_capacity(2 + end);
+    payload.extend_from_slice(&code.to_be_bytes());
+    payload.extend_from_slice(&reason.as_bytes()[..end]);
+    frame(OP_CLOSE, &payload)
+}
 
 /// A complete frame or message, borrowed from the decoder or the input.
 #[derive(Debug, PartialEq)]
@@ -45,13 +111,6 @@ pub enum FrameError {
 pub enum Flow {
     Continue,
     Stop,
-}
-
-/// Whether a peer may send this close code (RFC 6455 §7.4: 1000–1003,
-/// 1007–1011, the IANA-registered 1012–1014, and 3000–4999 for libraries and
-/// applications; never 1004–1006 or 1015, which mean "no code" or "no close").
-pub fn is_sendable_close_code(code: u16) -> bool {
-    matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
 }
 
 pub struct FrameDecoder {
@@ -449,5 +508,35 @@ mod tests {
         let mut utf8 = 1000u16.to_be_bytes().to_vec();
         utf8.extend_from_slice("bye ✓".as_bytes());
         assert_eq!(close(&utf8).unwrap(), vec!["close:Some(1000)"]);
+    }
+
+    #[test]
+    fn server_frames_have_the_shortest_header() {
+        for len in [0usize, 125, 126, 65535, 65536] {
+            let f = frame_with(OP_TEXT, |b| b.resize(b.len() + len, b'x'));
+            let header = match len {
+                0..=125 => 2,
+                126..=65535 => 4,
+                _ => 10,
+            };
+            assert_eq!(f.len(), header + len, "{len}");
+            assert_eq!(f[0], 0x81);
+            assert_eq!(f[..], super::frame(OP_TEXT, &vec![b'x'; len])[..]);
+        }
+    }
+
+    #[test]
+    fn close_frame_carries_code_and_a_whole_reason() {
+        let f = close_frame(4008, "slow consumer");
+        assert_eq!(f[0], 0x88);
+        assert_eq!(&f[2..4], &4008u16.to_be_bytes());
+        assert_eq!(&f[4..], b"slow consumer");
+        let long = "é".repeat(100);
+        let f = close_frame(1000, &long);
+        assert!(f.len() <= 2 + 125);
+        assert!(
+            std::str::from_utf8(&f[4..]).is_ok(),
+            "cut on a character boundary"
+        );
     }
 }

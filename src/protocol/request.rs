@@ -1,71 +1,14 @@
-//! Protocol v1 messages (protocol §3, §4): client messages in, server messages out.
+//! Client messages in (protocol §3): parsed, checked field by field, so that
+//! every error says exactly which field is wrong.
 //!
-//! Client messages are parsed into a simd-json value (buffers reused per
-//! thread; on our messages it measured slightly faster than serde_json, see
-//! BENCHMARKS.md) and then checked field by field, so that every error says
-//! exactly which field is wrong. Server replies are built with serde_json;
-//! only the `tick` message, which is on the hot path, is written by hand
-//! (see [`crate::encode`]).
+//! Messages are parsed into a simd-json value (buffers reused per thread; on
+//! our messages it measured slightly faster than serde_json, see
+//! BENCHMARKS.md). Nesting is bounded before the parser sees a byte.
 
-use crate::encode::text_frame;
-use bytes::Bytes;
-use serde_json::{json, Map, Value};
+use super::{ErrorCode, RequestError};
 use simd_json::prelude::*;
 use simd_json::BorrowedValue;
 use std::cell::RefCell;
-
-/// `error` codes (protocol §4).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ErrorCode {
-    BadRequest,
-    UnknownType,
-    InvalidSymbol,
-    Forbidden,
-    TooManySymbols,
-    Unauthorized,
-    RateLimited,
-    UnknownSymbol,
-}
-
-impl ErrorCode {
-    pub const ALL: [ErrorCode; 8] = [
-        ErrorCode::BadRequest,
-        ErrorCode::UnknownType,
-        ErrorCode::InvalidSymbol,
-        ErrorCode::Forbidden,
-        ErrorCode::TooManySymbols,
-        ErrorCode::Unauthorized,
-        ErrorCode::RateLimited,
-        ErrorCode::UnknownSymbol,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorCode::BadRequest => "bad_request",
-            ErrorCode::UnknownType => "unknown_type",
-            ErrorCode::InvalidSymbol => "invalid_symbol",
-            ErrorCode::Forbidden => "forbidden",
-            ErrorCode::TooManySymbols => "too_many_symbols",
-            ErrorCode::Unauthorized => "unauthorized",
-            ErrorCode::RateLimited => "rate_limited",
-            ErrorCode::UnknownSymbol => "unknown_symbol",
-        }
-    }
-}
-
-/// Close codes (protocol §7).
-pub mod close {
-    pub const NORMAL: u16 = 1000;
-    pub const GOING_AWAY: u16 = 1001;
-    pub const PROTOCOL_ERROR: u16 = 1002;
-    pub const UNSUPPORTED_DATA: u16 = 1003;
-    pub const INVALID_PAYLOAD: u16 = 1007;
-    pub const POLICY_VIOLATION: u16 = 1008;
-    pub const TOO_BIG: u16 = 1009;
-    pub const SLOW_CONSUMER: u16 = 4008;
-    pub const UNAUTHORIZED: u16 = 4401;
-    pub const RATE_LIMITED: u16 = 4429;
-}
 
 /// A client message that parsed.
 #[derive(Debug, PartialEq)]
@@ -96,61 +39,6 @@ impl ClientMessage {
             | ClientMessage::Ping { id }
             | ClientMessage::Auth { id, .. } => *id,
         }
-    }
-}
-
-/// A request the server answers with `error`.
-#[derive(Debug, PartialEq)]
-pub struct RequestError {
-    pub id: Option<i64>,
-    pub code: ErrorCode,
-    /// The symbols at fault, if the error is about symbols.
-    pub symbols: Vec<String>,
-    pub message: String,
-}
-
-impl RequestError {
-    pub fn new(id: Option<i64>, code: ErrorCode, message: impl Into<String>) -> RequestError {
-        RequestError {
-            id,
-            code,
-            symbols: Vec::new(),
-            message: message.into(),
-        }
-    }
-
-    /// One error for every symbol of a request that failed the same way
-    /// (one reply per request and code, however many symbols: replies to one
-    /// request always fit the client's control queue).
-    pub fn for_symbols(
-        id: Option<i64>,
-        code: ErrorCode,
-        symbols: Vec<String>,
-        message: impl Into<String>,
-    ) -> RequestError {
-        RequestError {
-            id,
-            code,
-            symbols,
-            message: message.into(),
-        }
-    }
-
-    /// The `error` message frame: `symbols` lists the symbols at fault, and
-    /// `symbol` names it too when there is exactly one (as protocol v1 did).
-    /// Counted in `tickcast_client_errors_total`.
-    pub fn frame(&self) -> Bytes {
-        crate::metrics::METRICS.client_error(self.code);
-        let mut payload = Map::new();
-        payload.insert("code".into(), self.code.as_str().into());
-        if let [one] = &self.symbols[..] {
-            payload.insert("symbol".into(), one.clone().into());
-        }
-        if !self.symbols.is_empty() {
-            payload.insert("symbols".into(), self.symbols.clone().into());
-        }
-        payload.insert("message".into(), self.message.clone().into());
-        message("error", self.id, Value::Object(payload))
     }
 }
 
@@ -310,72 +198,6 @@ fn interpret(value: &BorrowedValue) -> Result<ClientMessage, RequestError> {
     }
 }
 
-/// A server message frame: `{"type":…,"id":…,"payload":…}`.
-pub fn message(kind: &str, id: Option<i64>, payload: Value) -> Bytes {
-    let mut obj = Map::new();
-    obj.insert("type".into(), kind.into());
-    if let Some(id) = id {
-        obj.insert("id".into(), id.into());
-    }
-    obj.insert("payload".into(), payload);
-    text_frame(&serde_json::to_vec(&Value::Object(obj)).unwrap_or_default())
-}
-
-/// What `welcome` tells a client.
-pub struct Welcome<'a> {
-    pub session: &'a str,
-    pub heartbeat_ms: u64,
-    pub max_symbols: u32,
-    /// The inbound message limit in bytes (a client splits its requests under it).
-    pub max_message: usize,
-    /// Names the lineage of `seq` numbers: they compare only within one epoch
-    /// (a restarted single node starts `seq` over, with a new epoch).
-    pub epoch: u64,
-    pub node: &'a str,
-    /// When the connection's token expires (seconds since the epoch), if it has one.
-    pub exp: Option<u64>,
-}
-
-pub fn welcome(w: &Welcome) -> Bytes {
-    let mut payload = json!({"session": w.session, "server": concat!("tickcast/", env!("CARGO_PKG_VERSION")),
-               "heartbeat_ms": w.heartbeat_ms, "max_symbols": w.max_symbols,
-               "max_message": w.max_message, "epoch": w.epoch, "node": w.node});
-    if let Some(exp) = w.exp {
-        payload["exp"] = exp.into();
-    }
-    message("welcome", None, payload)
-}
-
-pub fn subscribed(id: Option<i64>, symbols: &[&str], unknown: &[&str]) -> Bytes {
-    message(
-        "subscribed",
-        id,
-        json!({"symbols": symbols, "unknown": unknown}),
-    )
-}
-
-/// `reason` is present when the server ended the subscriptions itself
-/// (`forbidden`: a token refresh narrowed the entitlements).
-pub fn unsubscribed(id: Option<i64>, symbols: &[&str], reason: Option<&str>) -> Bytes {
-    match reason {
-        Some(reason) => message(
-            "unsubscribed",
-            id,
-            json!({"symbols": symbols, "reason": reason}),
-        ),
-        None => message("unsubscribed", id, json!({"symbols": symbols})),
-    }
-}
-
-pub fn pong(id: Option<i64>, ts: u64) -> Bytes {
-    message("pong", id, json!({"ts": ts}))
-}
-
-/// Reply to a successful token refresh (`auth` on an authenticated connection).
-pub fn authenticated(id: Option<i64>, sub: &str, exp: u64) -> Bytes {
-    message("authenticated", id, json!({"sub": sub, "exp": exp}))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -465,40 +287,6 @@ mod tests {
         assert_eq!(
             code(r#"{"id":8,"type":"quote"}"#),
             (Some(8), ErrorCode::UnknownType)
-        );
-    }
-
-    #[test]
-    fn replies_have_the_spec_shape() {
-        let f = RequestError::for_symbols(
-            Some(1),
-            ErrorCode::Forbidden,
-            vec!["TSLA".into()],
-            "not entitled to TSLA",
-        )
-        .frame();
-        let v: Value = serde_json::from_slice(&f[2..]).unwrap();
-        assert_eq!(
-            v,
-            json!({"type":"error","id":1,"payload":{"code":"forbidden","symbol":"TSLA","symbols":["TSLA"],"message":"not entitled to TSLA"}})
-        );
-        let f = RequestError::for_symbols(
-            None,
-            ErrorCode::InvalidSymbol,
-            vec!["A B".into(), "C D".into()],
-            "2 invalid",
-        )
-        .frame();
-        let v: Value = serde_json::from_slice(&f[2..]).unwrap();
-        assert_eq!(
-            v,
-            json!({"type":"error","payload":{"code":"invalid_symbol","symbols":["A B","C D"],"message":"2 invalid"}})
-        );
-        let f = subscribed(Some(1), &["AAPL", "MSFT"], &["MSFT"]);
-        let v: Value = serde_json::from_slice(&f[2..]).unwrap();
-        assert_eq!(
-            v,
-            json!({"type":"subscribed","id":1,"payload":{"symbols":["AAPL","MSFT"],"unknown":["MSFT"]}})
         );
     }
 

@@ -1,0 +1,213 @@
+//! The two doors for clients, `/ws` and `/sse`: what both check before a
+//! session starts (shutdown, role, origin, capacity, token), and the
+//! hand-over to the transport. A refused client costs no more than its
+//! request: every refusal closes the connection and is counted.
+
+use super::body::Body;
+use super::{authenticate, origin, query_param, reply, text, unavailable, AppState, Reply};
+use crate::admission::ConnectionPermit;
+use crate::metrics::{Refusal, UpgradeResult, METRICS};
+use crate::session::Identity;
+use crate::symbol;
+use crate::transport::{sse, ws};
+use bytes::Bytes;
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::{Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use std::sync::atomic::Ordering;
+use tokio::net::TcpStream;
+
+/// `GET /ws`: the WebSocket upgrade.
+pub fn upgrade(mut req: Request<Incoming>, state: &AppState) -> Reply {
+    if !ws::upgrade::is_upgrade(req.headers()) {
+        return closing(text(
+            StatusCode::BAD_REQUEST,
+            "/ws expects a WebSocket upgrade (Connection: Upgrade, Upgrade: websocket)",
+        ));
+    }
+    let valid = match ws::upgrade::validate(req.method(), req.version(), req.headers()) {
+        Ok(v) => v,
+        Err(e) => {
+            let mut r = text(e.status, e.message);
+            if e.status == StatusCode::UPGRADE_REQUIRED {
+                r.headers_mut()
+                    .insert("sec-websocket-version", HeaderValue::from_static("13"));
+            }
+            return refused(Refusal::BadRequest, r);
+        }
+    };
+    let (permit, identity) = match admit(&req, state, state.allow_auth_message) {
+        Ok(admitted) => admitted,
+        Err(r) => return *r,
+    };
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let accepted = ws::Accepted {
+        ctx: state.sessions.clone(),
+        identity,
+        permit,
+        encoding: valid.encoding,
+        already_read: Bytes::new(),
+    };
+    tokio::spawn(async move {
+        let Ok(upgraded) = on_upgrade.await else {
+            return;
+        };
+        let upgraded = match upgraded.downcast::<TokioIo<TcpStream>>() {
+            Ok(parts) => {
+                let a = ws::Accepted {
+                    already_read: parts.read_buf,
+                    ..accepted
+                };
+                return ws::serve_tcp(a, parts.io.into_inner()).await;
+            }
+            Err(upgraded) => upgraded,
+        };
+        match upgraded.downcast::<TokioIo<crate::tls::ServerStream>>() {
+            Ok(parts) => {
+                let a = ws::Accepted {
+                    already_read: parts.read_buf,
+                    ..accepted
+                };
+                let stream = parts.io.into_inner();
+                let fd = crate::tls::raw_fd(&stream);
+                ws::serve_stream(a, stream, fd).await
+            }
+            Err(_) => crate::warn!("an upgraded connection of an unknown kind"),
+        }
+    });
+    METRICS.upgrade(UpgradeResult::Accepted);
+    ws::upgrade::switching_protocols(&valid)
+}
+
+/// `GET /sse?symbols=A,B`: a Server-Sent Events stream of those symbols.
+pub fn stream(req: &Request<Incoming>, state: &AppState) -> Reply {
+    let symbols = match requested_symbols(req, state) {
+        Ok(s) => s,
+        Err(message) => {
+            return refused(Refusal::BadRequest, text(StatusCode::BAD_REQUEST, message))
+        }
+    };
+    let (permit, identity) = match admit(req, state, false) {
+        Ok(admitted) => admitted,
+        Err(r) => return *r,
+    };
+    if let Identity::User(claims) = &identity {
+        if let Some(s) = symbols.iter().find(|s| !claims.allows(s)) {
+            return closing(text(StatusCode::FORBIDDEN, format!("not entitled to {s}")));
+        }
+    }
+    let last_event_id = req
+        .headers()
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let rx = sse::start(sse::Stream {
+        ctx: state.sessions.clone(),
+        identity,
+        permit,
+        symbols,
+        last_event_id,
+    });
+    METRICS.upgrade(UpgradeResult::Accepted);
+    let mut r = reply(
+        StatusCode::OK,
+        "text/event-stream; charset=utf-8",
+        Bytes::new(),
+    );
+    *r.body_mut() = Body::Stream(rx);
+    let h = r.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    // nginx would otherwise buffer the stream.
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    origin::add_cors(&mut r, req.headers());
+    r
+}
+
+/// The symbols of `?symbols=A,B`: valid names, at least one, within `--max-symbols`.
+fn requested_symbols(req: &Request<Incoming>, state: &AppState) -> Result<Vec<String>, String> {
+    let list = query_param(req.uri().query(), "symbols").unwrap_or_default();
+    let mut symbols: Vec<String> = Vec::new();
+    for s in list.split(',').filter(|s| !s.is_empty()) {
+        if !symbol::is_valid(s) {
+            return Err(format!("`{s}` is not a symbol"));
+        }
+        if !symbols.iter().any(|held| held == s) {
+            symbols.push(s.to_string());
+        }
+    }
+    let max = state.sessions.limits.max_symbols as usize;
+    match symbols.len() {
+        0 => Err("/sse needs ?symbols=A,B (at least one symbol)".into()),
+        n if n > max => Err(format!("{n} symbols: at most {max} per stream")),
+        _ => Ok(symbols),
+    }
+}
+
+/// What both doors check, in this order: shutdown and role (503), origin
+/// (403), capacity (503, before the token so that a refusal for capacity
+/// does not use up a one-time token), token (401).
+fn admit(
+    req: &Request<Incoming>,
+    state: &AppState,
+    allow_auth_message: bool,
+) -> Result<(ConnectionPermit, Identity), Box<Reply>> {
+    if state.shutting_down.load(Ordering::Acquire) {
+        return Err(Box::new(refused(
+            Refusal::Unavailable,
+            unavailable("shutting down: no new connections"),
+        )));
+    }
+    if !state.serves_clients {
+        return Err(Box::new(refused(
+            Refusal::Unavailable,
+            unavailable("this node is a cluster ingest: connect to an edge"),
+        )));
+    }
+    if !state.origins.allows(req.headers()) {
+        return Err(Box::new(refused(
+            Refusal::Origin,
+            text(
+                StatusCode::FORBIDDEN,
+                "origin not allowed (--allowed-origins)",
+            ),
+        )));
+    }
+    let Some(permit) = state.admission.try_connection() else {
+        return Err(Box::new(refused(
+            Refusal::MaxConnections,
+            unavailable(format!(
+                "server full: {} connections (--max-connections); try again later",
+                state.admission.max_connections()
+            )),
+        )));
+    };
+    let identity = match authenticate(req, state) {
+        Ok(None) => Identity::Anonymous,
+        Ok(Some(claims)) => Identity::User(claims),
+        Err(_) if allow_auth_message && no_token_given(req) => Identity::AwaitingAuth,
+        Err((status, message)) => {
+            METRICS.upgrade(UpgradeResult::Unauthorized);
+            return Err(Box::new(closing(text(status, message))));
+        }
+    };
+    Ok((permit, identity))
+}
+
+fn no_token_given(req: &Request<Incoming>) -> bool {
+    req.headers().get(header::AUTHORIZATION).is_none()
+        && query_param(req.uri().query(), "token").is_none()
+}
+
+fn refused(why: Refusal, r: Reply) -> Reply {
+    METRICS.refused(why);
+    METRICS.upgrade(UpgradeResult::Rejected);
+    closing(r)
+}
+
+/// A refused client's connection ends: no keep-alive for a client we turned away.
+fn closing(mut r: Reply) -> Reply {
+    r.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    r
+}
