@@ -28,6 +28,17 @@ use std::time::{Duration, Instant};
 /// Error replies (other than `rate_limited`) a connection may earn before it is closed with 1008.
 pub const MAX_PROTOCOL_ERRORS: u32 = 20;
 
+/// How a transport keeps a connection alive.
+#[derive(Clone, Copy, Debug)]
+pub struct Heartbeat {
+    /// A keep-alive this often (announced in `welcome` as `heartbeat_ms`).
+    pub every: Duration,
+    /// Whether a client that says nothing within `--pong-timeout` after one
+    /// is dead (WebSocket: yes; SSE: its clients never speak, and the socket
+    /// tells when one is gone).
+    pub expects_answer: bool,
+}
+
 pub struct Conn {
     ctx: Arc<SessionContext>,
     outbox: Arc<Outbox>,
@@ -37,8 +48,7 @@ pub struct Conn {
     next_ping: Instant,
     ping_every: Duration,
     awaiting_pong_since: Option<Instant>,
-    /// Whether a client that says nothing after a ping is dead (WebSocket:
-    /// yes; SSE: its clients never speak, the socket tells when one is gone).
+    /// See [`Heartbeat::expects_answer`].
     expects_pongs: bool,
     auth_deadline: Option<Instant>,
     expires_at: Option<Instant>,
@@ -55,18 +65,18 @@ impl Conn {
         ctx: Arc<SessionContext>,
         outbox: Arc<Outbox>,
         identity: Identity,
-        expects_pongs: bool,
+        heartbeat: Heartbeat,
     ) -> Conn {
         let now = Instant::now();
         let limits = &ctx.limits;
         let mut conn = Conn {
             rate: RateLimiter::new(limits.client_rate, limits.client_burst, now),
-            next_ping: now + limits.ping_interval,
-            ping_every: limits.ping_interval,
+            next_ping: now + heartbeat.every,
+            ping_every: heartbeat.every,
             outbox,
             errors: 0,
             awaiting_pong_since: None,
-            expects_pongs,
+            expects_pongs: heartbeat.expects_answer,
             auth_deadline: None,
             expires_at: None,
             closing_since: None,
@@ -96,7 +106,7 @@ impl Conn {
         let limits = &self.ctx.limits;
         self.send(Message::Welcome(Welcome {
             session: format!("{:016x}", fastrand::u64(..)),
-            heartbeat_ms: limits.ping_interval.as_millis() as u64,
+            heartbeat_ms: self.ping_every.as_millis() as u64,
             max_symbols: limits.max_symbols,
             max_message: limits.max_message,
             epoch: self.ctx.epoch(),
@@ -107,13 +117,6 @@ impl Conn {
 
     fn send(&self, m: Message) {
         self.outbox.push_control(Control::Message(m));
-    }
-
-    /// Keep-alives this often instead of `--ping-interval` (SSE: proxies
-    /// want them more often than a WebSocket needs pings).
-    pub fn set_ping_interval(&mut self, every: std::time::Duration) {
-        self.ping_every = every;
-        self.next_ping = Instant::now() + every;
     }
 
     /// The session is over: the transport stops driving it.

@@ -113,15 +113,14 @@ pub struct Started {
 
 /// Starts a session: registers it with the hub, spawns its writer on
 /// `link` with `framing`, and sends `welcome` (unless `identity` still has to
-/// authenticate). `expects_pongs`: a client that says nothing within the
-/// pong timeout after a ping is dead (not so for SSE, whose clients never speak).
+/// authenticate), keeping it alive with `heartbeat`.
 pub fn start(
     ctx: Arc<SessionContext>,
     identity: Identity,
     permit: ConnectionPermit,
     framing: Box<dyn Framing>,
     link: Box<dyn Link>,
-    expects_pongs: bool,
+    heartbeat: conn::Heartbeat,
 ) -> Started {
     let id = ctx.next_id.fetch_add(1, Ordering::Relaxed);
     let outbox = Arc::new(Outbox::new(
@@ -136,7 +135,7 @@ pub fn start(
         framing,
         ctx.limits.close_grace,
     ));
-    let conn = Conn::new(ctx, outbox.clone(), identity, expects_pongs);
+    let conn = Conn::new(ctx, outbox.clone(), identity, heartbeat);
     Started {
         conn,
         outbox,

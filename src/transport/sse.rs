@@ -38,6 +38,7 @@ use crate::encoding::JSON;
 use crate::latest::Latest;
 use crate::metrics::DisconnectReason;
 use crate::protocol::Message;
+use crate::session::conn::Heartbeat;
 use crate::session::{self, Identity, SessionContext};
 use bytes::Bytes;
 use std::sync::Arc;
@@ -156,16 +157,18 @@ pub fn start(s: Stream) -> tokio::sync::mpsc::Receiver<Bytes> {
         .last_event_id
         .as_deref()
         .and_then(|id| resume_point(id, epoch));
-    let heartbeat = s.ctx.limits.ping_interval.min(MAX_HEARTBEAT);
+    let heartbeat = Heartbeat {
+        every: s.ctx.limits.ping_interval.min(MAX_HEARTBEAT),
+        expects_answer: false,
+    };
     let mut started = session::start(
         s.ctx,
         s.identity,
         s.permit,
         Box::new(SseFraming::new(epoch)),
         Box::new(link),
-        false,
+        heartbeat,
     );
-    started.conn.set_ping_interval(heartbeat);
     started.conn.subscribe(None, s.symbols, Vec::new(), after);
     tokio::spawn(drive(started));
     rx

@@ -17,6 +17,7 @@ use crate::admission::ConnectionPermit;
 use crate::encoding::ENCODINGS;
 use crate::latest::Latest;
 use crate::protocol::Message;
+use crate::session::conn::Heartbeat;
 use crate::session::{self, Identity, SessionContext};
 use bytes::Bytes;
 use frame::{close_frame, frame, frame_with, OP_BINARY, OP_PING, OP_PONG, OP_TEXT};
@@ -87,17 +88,27 @@ pub struct Accepted {
     pub already_read: Bytes,
 }
 
+/// Ping frames every `--ping-interval`, and a client that answers nothing
+/// within `--pong-timeout` is dead.
+fn pings(ctx: &SessionContext) -> Heartbeat {
+    Heartbeat {
+        every: ctx.limits.ping_interval,
+        expects_answer: true,
+    }
+}
+
 /// Serves an upgraded plain TCP connection until it ends.
 pub async fn serve_tcp(a: Accepted, stream: TcpStream) {
     let (read, write) = stream.into_split();
     let max_message = a.ctx.limits.max_message;
+    let heartbeat = pings(&a.ctx);
     let mut s = session::start(
         a.ctx,
         a.identity,
         a.permit,
         Box::new(WsFraming::new(a.encoding)),
         Box::new(TcpLink::new(write)),
-        true,
+        heartbeat,
     );
     reader::run(&mut s.conn, read, a.already_read, max_message).await;
 }
@@ -110,13 +121,14 @@ where
 {
     let (read, write) = tokio::io::split(stream);
     let max_message = a.ctx.limits.max_message;
+    let heartbeat = pings(&a.ctx);
     let mut s = session::start(
         a.ctx,
         a.identity,
         a.permit,
         Box::new(WsFraming::new(a.encoding)),
         Box::new(StreamLink::new(write, fd)),
-        true,
+        heartbeat,
     );
     reader::run(&mut s.conn, read, a.already_read, max_message).await;
 }
