@@ -97,11 +97,14 @@ pub fn stream(req: &Request<Incoming>, state: &AppState) -> Reply {
             return closing(text(StatusCode::FORBIDDEN, format!("not entitled to {s}")));
         }
     }
+    // The browser's own reconnect sends the header; a client that reconnects
+    // itself (with a fresh token in the URL) can only use the query.
     let last_event_id = req
         .headers()
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
+        .map(str::to_string)
+        .or_else(|| query_param(req.uri().query(), "lastEventId"));
     let rx = sse::start(sse::Stream {
         ctx: state.sessions.clone(),
         identity,
