@@ -34,6 +34,15 @@ const LISTEN_BACKLOG: i32 = 4096;
 /// Refusals being written at once, at most; past it a connection is simply closed.
 const MAX_REFUSING: usize = 256;
 
+/// What is known of the connection a request came on (in its extensions).
+#[derive(Clone, Copy, Debug)]
+pub struct ConnInfo {
+    /// The TCP peer (a client, or a proxy in front of it).
+    pub peer: SocketAddr,
+    /// The socket, open as long as the request's connection is.
+    pub fd: std::os::fd::RawFd,
+}
+
 /// How connections on a listener are served.
 #[derive(Clone)]
 pub struct HttpLimits {
@@ -128,7 +137,16 @@ async fn serve_connection(
         let _ = sock.set_send_buffer_size(limits.send_buffer as usize);
     }
     let _ = sock.set_tcp_user_timeout(Some(limits.unacknowledged));
-    let service = service_fn(move |req| http::handle(req, state.clone(), routes));
+    let info = ConnInfo {
+        peer: stream
+            .peer_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0))),
+        fd: std::os::fd::AsRawFd::as_raw_fd(&stream),
+    };
+    let service = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+        req.extensions_mut().insert(info);
+        http::handle(req, state.clone(), routes)
+    });
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())

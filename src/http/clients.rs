@@ -111,6 +111,10 @@ pub fn stream(req: &Request<Incoming>, state: &AppState) -> Reply {
         permit,
         symbols,
         last_event_id,
+        fd: req
+            .extensions()
+            .get::<crate::listener::ConnInfo>()
+            .map(|c| c.fd),
     });
     METRICS.upgrade(UpgradeResult::Accepted);
     let mut r = reply(

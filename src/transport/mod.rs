@@ -8,6 +8,7 @@
 //! it, and one more in [`TRANSPORTS`] so each update keeps its bytes too.
 
 pub mod link;
+pub mod peer_watch;
 pub mod sse;
 pub mod ws;
 

@@ -147,6 +147,8 @@ pub struct Stream {
     pub symbols: Vec<String>,
     /// `Last-Event-ID`, when the client resumes.
     pub last_event_id: Option<String>,
+    /// The socket the stream goes out on, watched for the client hanging up.
+    pub fd: Option<std::os::fd::RawFd>,
 }
 
 /// Starts a stream; returns what its HTTP response body reads.
@@ -170,20 +172,32 @@ pub fn start(s: Stream) -> tokio::sync::mpsc::Receiver<Bytes> {
         heartbeat,
     );
     started.conn.subscribe(None, s.symbols, Vec::new(), after);
-    tokio::spawn(drive(started));
+    let watch = s.fd.and_then(super::peer_watch::watch);
+    tokio::spawn(drive(started, watch));
     rx
 }
 
 /// Runs the stream's timers (keep-alives, token expiry) until it ends: the
 /// client goes (hyper drops the body, the writer ends) or the server closes.
-async fn drive(mut s: session::Started) {
+async fn drive(mut s: session::Started, watch: Option<super::peer_watch::Watch>) {
     let ended = s.outbox.clone();
+    let hung_up = async {
+        match &watch {
+            Some(w) => w.hung_up().await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(hung_up);
     while !s.conn.is_done() && !s.conn.is_closing() {
         let deadline = s.conn.next_deadline();
         tokio::select! {
             _ = tokio::time::sleep_until(deadline.into()) => s.conn.on_timer(Instant::now()),
             _ = ended.writer_ended() => {
                 s.outbox.set_reason(DisconnectReason::Client);
+                break;
+            }
+            _ = &mut hung_up => {
+                s.outbox.abort(DisconnectReason::Client);
                 break;
             }
         }

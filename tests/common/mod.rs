@@ -107,6 +107,7 @@ impl Server {
             let listening = line
                 .split("listening on http://")
                 .nth(1)
+                .or_else(|| line.split("listening on https://").nth(1))
                 .map(|r| r.split(' ').next().unwrap().to_string());
             server.log_lines.push(line);
             if let Some(addr) = listening {
@@ -353,6 +354,8 @@ impl Client {
 pub struct RawWs {
     pub stream: TcpStream,
     buf: Vec<u8>,
+    /// The head of the 101 answer.
+    pub head: String,
 }
 
 pub struct RawFrame {
@@ -411,6 +414,7 @@ impl RawWs {
         Ok(RawWs {
             stream,
             buf: buf[end..].to_vec(),
+            head,
         })
     }
 
@@ -627,5 +631,148 @@ impl Publisher {
             }
         }
         String::from_utf8_lossy(&out).into_owned()
+    }
+}
+
+/// One block of a Server-Sent Events stream (up to a blank line).
+#[derive(Debug, Default, Clone)]
+pub struct SseEvent {
+    pub event: Option<String>,
+    pub data: Option<String>,
+    pub id: Option<String>,
+    pub retry: Option<u64>,
+    /// The block was only a comment (`: ping`).
+    pub comment: bool,
+}
+
+impl SseEvent {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(self.data.as_deref().expect("data")).unwrap()
+    }
+}
+
+/// A Server-Sent Events client over a raw socket: sends exactly the headers
+/// it is given, decodes the chunked body, splits it into events.
+pub struct SseClient {
+    stream: TcpStream,
+    /// Bytes read, not yet decoded from the chunked encoding.
+    raw: Vec<u8>,
+    /// Body bytes decoded, not yet returned as events.
+    body: Vec<u8>,
+    pub status: u16,
+    pub head: String,
+    ended: bool,
+}
+
+impl SseClient {
+    pub async fn open(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> SseClient {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        let mut req =
+            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n");
+        for (k, v) in headers {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        req.push_str("\r\n");
+        stream.write_all(req.as_bytes()).await.unwrap();
+        let mut raw = Vec::new();
+        let mut chunk = [0u8; 4096];
+        let end = loop {
+            if let Some(i) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            let n = tokio::time::timeout(WAIT, stream.read(&mut chunk))
+                .await
+                .expect("an answer in time")
+                .unwrap();
+            assert!(n > 0, "closed before answering");
+            raw.extend_from_slice(&chunk[..n]);
+        };
+        let head = String::from_utf8_lossy(&raw[..end]).into_owned();
+        let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+        SseClient {
+            stream,
+            raw: raw[end..].to_vec(),
+            body: Vec::new(),
+            status,
+            head,
+            ended: false,
+        }
+    }
+
+    /// Moves whole chunks from `raw` to `body`.
+    fn dechunk(&mut self) {
+        loop {
+            let Some(line_end) = self.raw.windows(2).position(|w| w == b"\r\n") else {
+                return;
+            };
+            let size = std::str::from_utf8(&self.raw[..line_end]).unwrap();
+            let n = usize::from_str_radix(size.split(';').next().unwrap().trim(), 16).unwrap();
+            if n == 0 {
+                self.ended = true;
+                self.raw.clear();
+                return;
+            }
+            if self.raw.len() < line_end + 2 + n + 2 {
+                return;
+            }
+            self.body
+                .extend_from_slice(&self.raw[line_end + 2..line_end + 2 + n]);
+            self.raw.drain(..line_end + 2 + n + 2);
+        }
+    }
+
+    /// The next block; `None` once the stream has ended.
+    pub async fn next_block(&mut self) -> Option<SseEvent> {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            self.dechunk();
+            if let Some(i) = self.body.windows(2).position(|w| w == b"\n\n") {
+                let block = String::from_utf8(self.body[..i].to_vec()).unwrap();
+                self.body.drain(..i + 2);
+                let mut e = SseEvent::default();
+                let mut only_comments = true;
+                for line in block.lines() {
+                    if line.starts_with(':') {
+                        continue;
+                    }
+                    only_comments = false;
+                    let (field, value) = line.split_once(": ").unwrap_or((line, ""));
+                    match field {
+                        "event" => e.event = Some(value.to_string()),
+                        "data" => e.data = Some(value.to_string()),
+                        "id" => e.id = Some(value.to_string()),
+                        "retry" => e.retry = value.parse().ok(),
+                        other => panic!("unknown field {other:?} in {block:?}"),
+                    }
+                }
+                e.comment = only_comments;
+                return Some(e);
+            }
+            if self.ended {
+                return None;
+            }
+            let mut chunk = [0u8; 16384];
+            let n = tokio::time::timeout_at(deadline, self.stream.read(&mut chunk))
+                .await
+                .expect("an event in time")
+                .unwrap_or(0);
+            if n == 0 {
+                return None;
+            }
+            self.raw.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// The next event of this kind, noting the last `id` seen on the way.
+    pub async fn until_event(&mut self, kind: &str, last_id: &mut Option<String>) -> SseEvent {
+        loop {
+            let e = self.next_block().await.expect("the stream is open");
+            if e.id.is_some() {
+                last_id.clone_from(&e.id);
+            }
+            if e.event.as_deref() == Some(kind) {
+                return e;
+            }
+        }
     }
 }
