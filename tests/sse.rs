@@ -54,7 +54,7 @@ async fn curl_sees_ticks() {
             }
         }
     });
-    let mut saw = |want: &str| loop {
+    let saw = |want: &str| loop {
         let line = rx.recv_timeout(WAIT).expect("curl prints the stream");
         if line.contains(want) {
             return;
