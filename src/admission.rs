@@ -3,15 +3,18 @@
 //!
 //! Two counts, each with a hard cap: connections in their HTTP phase
 //! (`--max-handshakes`: a slow or idle request holds a buffer and a task)
-//! and WebSocket sessions (`--max-connections`). Their defaults come from
+//! and client sessions, WebSocket or SSE (`--max-connections`, and
+//! optionally `--max-connections-per-ip` per client address). Their defaults come from
 //! the open-files limit, keeping descriptors in reserve for health checks,
 //! metrics, the feed and NATS, so the process never reaches the limit
 //! itself. A permit is taken before the work starts and given back when its
 //! holder is dropped, whatever ends it.
 
 use crate::metrics::METRICS;
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// Descriptors kept out of both caps: listeners, NATS, log files, the
 /// runtime's own, and a few HTTP requests beyond the handshake cap.
@@ -22,31 +25,78 @@ pub struct Admission {
     max_handshakes: usize,
     connections: AtomicUsize,
     handshakes: AtomicUsize,
+    /// Sessions per client address, when capped (0: not).
+    max_per_address: u32,
+    /// Addresses with sessions now (one entry per address: bounded by
+    /// `max_connections`).
+    per_address: Mutex<HashMap<IpAddr, u32>>,
 }
 
-/// A WebSocket session's place; given back on drop.
-pub struct ConnectionPermit(Arc<Admission>);
+/// Why there is no place for a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Full {
+    /// `--max-connections`.
+    Node,
+    /// `--max-connections-per-ip`.
+    Address,
+}
+
+/// A session's place; given back on drop.
+pub struct ConnectionPermit {
+    admission: Arc<Admission>,
+    address: Option<IpAddr>,
+}
 
 /// A connection's place in the HTTP phase; given back on drop.
 pub struct HandshakePermit(Arc<Admission>);
 
 impl Admission {
     pub fn new(max_connections: usize, max_handshakes: usize) -> Arc<Admission> {
+        Self::with_per_address(max_connections, max_handshakes, 0)
+    }
+
+    pub fn with_per_address(
+        max_connections: usize,
+        max_handshakes: usize,
+        max_per_address: u32,
+    ) -> Arc<Admission> {
         Arc::new(Admission {
             max_connections,
             max_handshakes,
             connections: AtomicUsize::new(0),
             handshakes: AtomicUsize::new(0),
+            max_per_address,
+            per_address: Mutex::new(HashMap::new()),
         })
+    }
+
+    pub fn max_per_address(&self) -> u32 {
+        self.max_per_address
     }
 
     pub fn max_connections(&self) -> usize {
         self.max_connections
     }
 
-    /// A place for one more WebSocket session, if there is one.
-    pub fn try_connection(self: &Arc<Self>) -> Option<ConnectionPermit> {
-        take(&self.connections, self.max_connections).then(|| ConnectionPermit(self.clone()))
+    /// A place for one more session from `address`, if there is one.
+    pub fn try_connection(self: &Arc<Self>, address: IpAddr) -> Result<ConnectionPermit, Full> {
+        if !take(&self.connections, self.max_connections) {
+            return Err(Full::Node);
+        }
+        let mut permit = ConnectionPermit {
+            admission: self.clone(),
+            address: None,
+        };
+        if self.max_per_address > 0 {
+            let mut map = self.per_address.lock().unwrap_or_else(|e| e.into_inner());
+            let n = map.entry(address).or_insert(0);
+            if *n >= self.max_per_address {
+                return Err(Full::Address);
+            }
+            *n += 1;
+            permit.address = Some(address);
+        }
+        Ok(permit)
     }
 
     /// A place for one more connection in its HTTP phase, if there is one.
@@ -69,7 +119,17 @@ fn take(count: &AtomicUsize, max: usize) -> bool {
 
 impl Drop for ConnectionPermit {
     fn drop(&mut self) {
-        self.0.connections.fetch_sub(1, Ordering::AcqRel);
+        let a = &self.admission;
+        a.connections.fetch_sub(1, Ordering::AcqRel);
+        if let Some(address) = self.address {
+            let mut map = a.per_address.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(n) = map.get_mut(&address) {
+                *n -= 1;
+                if *n == 0 {
+                    map.remove(&address);
+                }
+            }
+        }
     }
 }
 
@@ -122,16 +182,38 @@ mod tests {
 
     #[test]
     fn permits_are_capped_and_given_back_on_drop() {
+        let here: IpAddr = "127.0.0.1".parse().unwrap();
         let a = Admission::new(2, 1);
-        let c1 = a.try_connection().unwrap();
-        let _c2 = a.try_connection().unwrap();
-        assert!(a.try_connection().is_none());
+        let c1 = a.try_connection(here).unwrap();
+        let _c2 = a.try_connection(here).unwrap();
+        assert_eq!(a.try_connection(here).err(), Some(Full::Node));
         drop(c1);
-        assert!(a.try_connection().is_some());
+        assert!(a.try_connection(here).is_ok());
         let h = a.try_handshake().unwrap();
         assert!(a.try_handshake().is_none());
         drop(h);
         assert!(a.try_handshake().is_some());
+    }
+
+    #[test]
+    fn per_address_caps_count_each_address_and_forget_it_at_zero() {
+        let (x, y): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        let a = Admission::with_per_address(10, 1, 2);
+        let x1 = a.try_connection(x).unwrap();
+        let x2 = a.try_connection(x).unwrap();
+        assert_eq!(a.try_connection(x).err(), Some(Full::Address));
+        assert!(
+            a.try_connection(y).is_ok(),
+            "another address has its own count"
+        );
+        drop((x1, x2));
+        assert!(a.per_address.lock().unwrap().is_empty());
+        assert!(a.try_connection(x).is_ok());
+        assert_eq!(
+            a.connections.load(Ordering::Acquire),
+            1,
+            "a refused one holds no place"
+        );
     }
 
     #[test]

@@ -281,6 +281,23 @@ pub struct ServeArgs {
           value_parser = crate::http::origin::Origins::parse)]
     pub allowed_origins: crate::http::origin::Origins,
 
+    /// Sessions (WebSocket or SSE) one client address may hold at once
+    /// (0: no limit); beyond it, 429 with Retry-After.
+    #[arg(
+        long,
+        env = "TICKCAST_MAX_CONNECTIONS_PER_IP",
+        default_value_t = 0,
+        value_name = "N"
+    )]
+    pub max_connections_per_ip: u32,
+
+    /// Proxies (addresses or networks, comma-separated: `127.0.0.1,10.0.0.0/8`)
+    /// whose X-Forwarded-For names the client, for per-address limits and
+    /// logs; anyone else's is ignored.
+    #[arg(long, env = "TICKCAST_TRUSTED_PROXIES", default_value = "", value_name = "LIST",
+          value_parser = crate::http::proxies::TrustedProxies::parse)]
+    pub trusted_proxies: crate::http::proxies::TrustedProxies,
+
     /// Serve HTTPS and wss:// on --listen with this certificate chain (PEM;
     /// the server's certificate first). Reloaded on SIGHUP or when it changes.
     #[arg(

@@ -247,12 +247,14 @@ impl AcceptFailures {
 pub fn admission(
     max_connections: Option<usize>,
     max_handshakes: Option<usize>,
+    max_per_address: u32,
     feed_publishers: usize,
 ) -> Arc<Admission> {
     let (connections, handshakes) =
         crate::admission::default_caps(crate::admission::open_files_limit(), feed_publishers);
-    Admission::new(
+    Admission::with_per_address(
         max_connections.unwrap_or(connections),
         max_handshakes.unwrap_or(handshakes),
+        max_per_address,
     )
 }

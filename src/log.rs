@@ -14,6 +14,19 @@ pub fn write(level: &str, message: std::fmt::Arguments<'_>) {
     );
 }
 
+/// Whether a log line kept in `last` (µs of its last writing) may be written
+/// now: at most once per `every`, so that a storm of one event cannot flood
+/// the log. Lines skipped are counted by the caller's metrics, not here.
+pub fn now_and_then(last: &std::sync::atomic::AtomicU64, every: std::time::Duration) -> bool {
+    use std::sync::atomic::Ordering;
+    let now = crate::clock::now_us();
+    let before = last.load(Ordering::Relaxed);
+    now.saturating_sub(before) >= every.as_micros() as u64
+        && last
+            .compare_exchange(before, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+}
+
 /// `info!("...")`: a normal event.
 #[macro_export]
 macro_rules! info {

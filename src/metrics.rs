@@ -288,10 +288,12 @@ pub enum Refusal {
     Snapshots,
     /// A TLS handshake failed or did not finish within `--handshake-timeout`.
     TlsHandshake,
+    /// `--max-connections-per-ip` reached for the client's address: 429.
+    PerAddress,
 }
 
 impl Refusal {
-    pub const ALL: [Refusal; 8] = [
+    pub const ALL: [Refusal; 9] = [
         Refusal::BadRequest,
         Refusal::Origin,
         Refusal::MaxConnections,
@@ -300,6 +302,7 @@ impl Refusal {
         Refusal::Unavailable,
         Refusal::Snapshots,
         Refusal::TlsHandshake,
+        Refusal::PerAddress,
     ];
 
     pub fn label(self) -> &'static str {
@@ -312,6 +315,7 @@ impl Refusal {
             Refusal::Unavailable => "unavailable",
             Refusal::Snapshots => "snapshots",
             Refusal::TlsHandshake => "tls_handshake",
+            Refusal::PerAddress => "per_address",
         }
     }
 }

@@ -211,6 +211,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), StartError> {
     let admission = listener::admission(
         args.max_connections.map(|n| n as usize),
         args.max_handshakes.map(|n| n as usize),
+        args.max_connections_per_ip,
         // Descriptors kept for the feed's publishers (a `tcp://` feed only).
         match args.feed {
             crate::config::FeedSource::Tcp(_) if args.role != Role::Edge => {
@@ -239,6 +240,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), StartError> {
         shutting_down: AtomicBool::new(false),
         admission,
         origins: args.allowed_origins.clone(),
+        proxies: args.trusted_proxies.clone(),
         snapshots: Default::default(),
     });
     let (http, ws) = if tls.is_some() {

@@ -399,3 +399,65 @@ async fn slow_readers_of_a_large_snapshot_cost_a_chunk_each() {
         grown / 1048576.0
     );
 }
+
+async fn upgrade_from(s: &Server, source: &str, headers: &[(&str, &str)]) -> (u16, Option<RawWs>) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
+    let stream = socket.connect(s.addr).await.unwrap();
+    match RawWs::handshake(stream, "/ws", headers).await {
+        Ok(ws) => (101, Some(ws)),
+        Err((status, _)) => (status, None),
+    }
+}
+
+#[tokio::test]
+async fn one_address_gets_at_most_max_connections_per_ip() {
+    let s = Server::start(&["--max-connections-per-ip", "2"]);
+    let (a, _ka) = upgrade_from(&s, "127.0.0.1", &[]).await;
+    let (b, _kb) = upgrade_from(&s, "127.0.0.1", &[]).await;
+    assert_eq!((a, b), (101, 101));
+    let (status, _) = upgrade_from(&s, "127.0.0.1", &[]).await;
+    assert_eq!(status, 429);
+    let (other, _ko) = upgrade_from(&s, "127.0.0.2", &[]).await;
+    assert_eq!(other, 101, "another address has its own count");
+    assert_eq!(
+        s.metric("tickcast_refused_total{reason=\"per_address\"}")
+            .await,
+        1.0
+    );
+    drop(_ka);
+    s.wait_metric("tickcast_connections", |v| v == 2.0).await;
+    assert_eq!(upgrade_from(&s, "127.0.0.1", &[]).await.0, 101);
+}
+
+/// Behind a trusted proxy the client is who the proxy says; anyone else's
+/// X-Forwarded-For is ignored.
+#[tokio::test]
+async fn forwarded_addresses_count_only_from_trusted_proxies() {
+    let mut s = Server::start(&[
+        "--max-connections-per-ip",
+        "1",
+        "--trusted-proxies",
+        "127.0.0.9",
+    ]);
+    let alice = [("X-Forwarded-For", "203.0.113.7")];
+    let bob = [("X-Forwarded-For", "198.51.100.2")];
+    let (a, _ka) = upgrade_from(&s, "127.0.0.9", &alice).await;
+    assert_eq!(a, 101);
+    assert_eq!(
+        upgrade_from(&s, "127.0.0.9", &alice).await.0,
+        429,
+        "alice again"
+    );
+    let (b, _kb) = upgrade_from(&s, "127.0.0.9", &bob).await;
+    assert_eq!(b, 101, "bob, through the same proxy");
+    // Not a trusted proxy: its header is ignored, it is itself.
+    let (c, _kc) = upgrade_from(&s, "127.0.0.3", &alice).await;
+    assert_eq!(c, 101);
+    assert_eq!(upgrade_from(&s, "127.0.0.3", &bob).await.0, 429);
+    assert!(
+        s.log().iter().any(|l| l.contains("refused 203.0.113.7")),
+        "{:?}",
+        s.log()
+    );
+}

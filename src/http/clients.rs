@@ -5,7 +5,7 @@
 
 use super::body::Body;
 use super::{authenticate, origin, query_param, reply, text, unavailable, AppState, Reply};
-use crate::admission::ConnectionPermit;
+use crate::admission::{ConnectionPermit, Full};
 use crate::metrics::{Refusal, UpgradeResult, METRICS};
 use crate::session::Identity;
 use crate::symbol;
@@ -15,7 +15,9 @@ use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Request, StatusCode};
 use hyper_util::rt::TokioIo;
-use std::sync::atomic::Ordering;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 use tokio::net::TcpStream;
 
 /// `GET /ws`: the WebSocket upgrade.
@@ -180,14 +182,42 @@ fn admit(
             ),
         )));
     }
-    let Some(permit) = state.admission.try_connection() else {
-        return Err(Box::new(refused(
-            Refusal::MaxConnections,
-            unavailable(format!(
-                "server full: {} connections (--max-connections); try again later",
-                state.admission.max_connections()
-            )),
-        )));
+    let peer = req
+        .extensions()
+        .get::<crate::listener::ConnInfo>()
+        .map_or(IpAddr::from([0, 0, 0, 0]), |c| c.peer.ip());
+    let client = state.proxies.client(peer, req.headers());
+    let permit = match state.admission.try_connection(client) {
+        Ok(permit) => permit,
+        Err(Full::Node) => {
+            return Err(Box::new(refused(
+                Refusal::MaxConnections,
+                unavailable(format!(
+                    "server full: {} connections (--max-connections); try again later",
+                    state.admission.max_connections()
+                )),
+            )))
+        }
+        Err(Full::Address) => {
+            static LOGGED: AtomicU64 = AtomicU64::new(0);
+            if crate::log::now_and_then(&LOGGED, Duration::from_secs(10)) {
+                crate::warn!(
+                    "refused {client}: {} connections from that address (--max-connections-per-ip); \
+                     more like it are counted in tickcast_refused_total{{reason=\"per_address\"}}",
+                    state.admission.max_per_address()
+                );
+            }
+            let mut r = text(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!(
+                    "too many connections from {client}: at most {} (--max-connections-per-ip)",
+                    state.admission.max_per_address()
+                ),
+            );
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(fastrand::u32(5..30)));
+            return Err(Box::new(refused(Refusal::PerAddress, r)));
+        }
     };
     let identity = match authenticate(req, state) {
         Ok(None) => Identity::Anonymous,

@@ -13,6 +13,7 @@
 pub mod body;
 mod clients;
 pub mod origin;
+pub mod proxies;
 mod snapshot;
 
 use crate::admission::Admission;
@@ -51,6 +52,7 @@ pub struct AppState {
     pub shutting_down: AtomicBool,
     pub admission: Arc<Admission>,
     pub origins: Origins,
+    pub proxies: proxies::TrustedProxies,
     /// Cluster edge: `/snapshot` answers being built from the bucket now.
     pub snapshots: Arc<std::sync::atomic::AtomicUsize>,
 }
