@@ -1,27 +1,46 @@
-//! tickcast: a real-time market-data ticker broadcaster over WebSocket.
+//! tickcast: a real-time market-data ticker broadcaster: WebSocket (JSON or
+//! MessagePack) and Server-Sent Events, over plain TCP or TLS.
 //!
-//! The data path, top to bottom (each stage is a module):
+//! The data path, left to right (each stage is a module):
 //!
 //! ```text
-//!  feed/ (own OS threads)      hub (one OS thread)                 session/ (tokio tasks, one pair per client)
-//!  synthetic | tcp | file ──▶  coalesce ─▶ fan-out ─▶ Outbox queues ─▶ writer ─▶ socket (one writev per batch)
-//!        crossbeam channel      (owns the subscriber registry)    ▲
-//!                                                                 reader ◀─ socket (protocol in, limits, auth)
+//!  feed/ (own threads)     hub (one thread)              session/ (per client)          transport/
+//!  synthetic|tcp|file ──▶  coalesce ─▶ fan-out ─▶ outbox ─▶ writer ──▶ Framing ──▶ Link ─▶ socket
+//!    crossbeam channel     registry    Arc<Latest>   ▲      seq filter,  ws | sse    tcp | tls | http body
+//!                          (values,                  │      resync       (bytes made once per update
+//!                           no bytes)                │                    and form, shared)
+//!                                           conn ◀───┴── ws reader ◀── socket (requests, frames, limits)
 //! ```
 //!
-//! * [`feed`] parses NDJSON ticks (or makes them up) on its own threads and hands
-//!   them to the hub over a bounded crossbeam channel; a full channel stalls the
-//!   publisher's socket instead of dropping ticks.
+//! * [`tick`]: what a tick is — fields, merge, a feed tick, a released update
+//!   — with no bytes in sight; shared by every stage.
+//! * [`feed`] parses NDJSON ticks (or makes them up) on its own threads and
+//!   hands them to the hub over a bounded crossbeam channel; a full channel
+//!   stalls the publisher's socket instead of dropping ticks.
 //! * [`coalesce`] is the per-symbol leading-edge window that merges fields and
 //!   assigns `seq`.
 //! * [`hub`] is the single thread that owns the coalescer and the subscriber
-//!   registry. Each update is encoded once ([`encode`]) into the bytes of a
-//!   complete WebSocket frame and pushed, as a shared `Arc`, into the lock-free
-//!   queue of every subscriber of that symbol — and only those.
-//! * [`session`] holds one client: its [`session::outbox`] (bounded, drop-oldest
-//!   queue), its writer (drains the queue into one vectored write) and its reader
-//!   (frames in, protocol messages, limits, heartbeats, auth).
-//! * [`http`] routes the HTTP endpoints; [`metrics`] defines every metric once.
+//!   registry. Each update becomes a [`latest::Latest`] (a value) pushed, as a
+//!   shared `Arc`, into the lock-free queue of every subscriber of that symbol
+//!   — and only those. Replies (`subscribed`, errors) are values too.
+//! * [`session`] is one client, whatever its transport: its
+//!   [`session::outbox`] (bounded, drop-oldest queue), its
+//!   [`session::writer`] (the `seq` filter, the re-send of dropped symbols,
+//!   batches to the link) and its [`session::conn`] (requests, limits,
+//!   heartbeats, auth and its expiry).
+//! * [`encoding`] turns values into bytes (JSON, MessagePack); [`transport`]
+//!   frames and sends them: WebSocket ([`transport::ws`]: upgrade, frames,
+//!   close codes, reader) or Server-Sent Events ([`transport::sse`]). A
+//!   tick's bytes are made once per update for each (transport, encoding)
+//!   that some client uses, and shared by all of them.
+//! * [`listener`] accepts, [`tls`] encrypts, [`admission`] caps; [`http`]
+//!   routes the endpoints; [`auth`] checks tokens; [`bus`] joins a cluster
+//!   over NATS; [`metrics`] defines every metric once.
+//!
+//! To add an encoding: a file in `encoding/` and a line in
+//! [`encoding::ENCODINGS`]. To add a transport: a file in `transport/` with
+//! a [`transport::Framing`], a route in [`http`], and one more in
+//! [`transport::TRANSPORTS`].
 //!
 //! Binaries: `tickcast` (this crate's `main.rs`) and `loadgen/` (its own crate).
 

@@ -120,6 +120,33 @@ mod tests {
         );
     }
 
+    /// The example of docs/protocol.md §4a, byte for byte.
+    #[test]
+    fn the_documented_example() {
+        let t = TickState {
+            seq: 1042,
+            fields: Fields {
+                bid: Some(189.1),
+                volume: Some(1200.0),
+                ..Fields::default()
+            },
+            ts: 1732400000123456,
+            pub_us: 1732400000129012,
+            gseq: 1,
+        };
+        let mut out = Vec::new();
+        MsgPack.tick("AAPL", &t, false, &mut out);
+        let hex: Vec<String> = out.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(
+            hex.join(" "),
+            "82 a4 74 79 70 65 a4 74 69 63 6b a7 70 61 79 6c 6f 61 64 86 a6 73 79 6d 62 6f 6c \
+             a4 41 41 50 4c a3 73 65 71 cd 04 12 a3 62 69 64 cb 40 67 a3 33 33 33 33 33 a6 76 \
+             6f 6c 75 6d 65 cd 04 b0 a2 74 73 cf 00 06 27 9b ce 9d c2 40 a3 70 75 62 cf 00 06 \
+             27 9b ce 9d d7 f4"
+        );
+        assert_eq!(out.len(), 87);
+    }
+
     #[test]
     fn messages_are_maps_of_the_json_value() {
         let m = Message::Pong { id: Some(3), ts: 5 };

@@ -17,7 +17,7 @@
 //! last whole frame, and a connection that must end with a frame half
 //! written (its peer stopped reading for the whole close grace) is reset,
 //! never closed in the middle of a frame. Whatever ends the writer — a
-//! return or a panic — ends the connection too ([`WriterGuard`]).
+//! return or a panic — ends the connection too (its guard).
 //!
 //! For transports that resume from one number (SSE), the writer also keeps a
 //! watermark: a `gseq` such that the client holds, for every symbol it

@@ -2,7 +2,7 @@
 //! session's [`Conn`]; and the one timer of the connection.
 //!
 //! The reader reads into a per-thread scratch buffer inside a single poll
-//! (see [`super::frame`]), so an idle connection holds no read buffer, and
+//! (see [`super::frame::FrameDecoder`]), so an idle connection holds no read buffer, and
 //! waiting to read stays cancel-safe: the reader waits on its socket and on
 //! the connection's next deadline (ping, pong, token expiry, auth deadline,
 //! close grace) in the same `select!`. Once a close has begun it reads at
