@@ -617,7 +617,11 @@ export class TickcastClient extends EventTarget {
     this.streamSymbols = kept;
     // The server needs at least one symbol per stream: with none, hold no stream until a subscribe().
     this.noStream = kept.length === 0;
-    if (this.noStream) return this._setState("open", { transport: "sse" });
+    if (this.noStream) {
+      if (this.conn) this.conn.close();
+      this.conn = null;
+      return this._setState("open", { transport: "sse" });
+    }
     const es = new this.ES(sseUrl(this.url, kept, token));
     this._adopt(es);
     for (const type of SSE_EVENTS) es.addEventListener(type, (e) => this._onSseEvent(es, type, e.data));
@@ -627,6 +631,9 @@ export class TickcastClient extends EventTarget {
 
   /** Makes `conn` the current connection, which must open in time. */
   _adopt(conn) {
+    // connect() while connected: the old connection goes (an EventSource would otherwise
+    // stream, and reconnect, unheard).
+    if (this.conn) this.conn.close();
     this.conn = conn;
     this.opened = false;
     this.browserResumes = false;

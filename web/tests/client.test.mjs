@@ -1185,3 +1185,14 @@ test("encoding json asks for no subprotocol", async () => {
   assert.equal(FakeSocket.all[0].protocols, undefined);
   c.close();
 });
+
+test("connect() while connected closes the old connection, of either transport", async () => {
+  for (const transport of ["websocket", "sse"]) {
+    const { c, es } = setupTransports({ transport, symbols: ["A"] });
+    await c.connect();
+    await c.connect();
+    const old = transport === "sse" ? es(0) : FakeSocket.all[0];
+    assert.ok(old.readyState >= 2, `${transport}: the first connection is closed`);
+    c.close();
+  }
+});

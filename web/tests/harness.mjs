@@ -140,6 +140,7 @@ export function selfSignedCert(t) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "tickcast-tls-"));
   t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
   const cert = path.join(dir, "cert.pem"), key = path.join(dir, "key.pem");
+  // Node's crypto makes keys but not X.509 certificates: the openssl CLI (Debian: `openssl`) does.
   execFileSync("openssl", ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
                            "-keyout", key, "-out", cert, "-days", "1", "-subj", "/CN=127.0.0.1",
                            "-addext", "subjectAltName=IP:127.0.0.1"], { stdio: "ignore" });
