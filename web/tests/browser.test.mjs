@@ -2,117 +2,13 @@
 // /usr/bin/chromium, driven by playwright-core) against the real tickcast binary.
 import test from "node:test";
 import assert from "node:assert/strict";
-import { spawn, execFileSync } from "node:child_process";
-import { createInterface } from "node:readline";
 import net from "node:net";
 import fs from "node:fs";
-import crypto from "node:crypto";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
-import { chromium } from "playwright-core";
-
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
-const BIN = process.env.TICKCAST_BIN || path.join(ROOT, "target/debug/tickcast");
-const ARTIFACTS = path.join(ROOT, "target/artifacts");
-const SECRET = "browser-test-secret";
-const SYMBOLS = ["AAPL", "NVDA", "FX:EUR/USD"];
-
-async function freePort() {
-  const srv = net.createServer().listen(0, "127.0.0.1");
-  await new Promise((r) => srv.once("listening", r));
-  const { port } = srv.address();
-  await new Promise((r) => srv.close(r));
-  return port;
-}
-
-/** Starts tickcast; resolves once it listens. */
-async function startServer({ port, feedPort, env = {} }) {
-  const child = spawn(BIN, ["--listen", `127.0.0.1:${port}`, "--feed", `tcp://127.0.0.1:${feedPort}`, "--coalesce", "10ms"],
-                      { env: { ...process.env, ...env }, stdio: ["ignore", "ignore", "pipe"] });
-  const lines = createInterface({ input: child.stderr });
-  await new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error("tickcast did not start")), 15000);
-    lines.on("line", (l) => { if (l.includes("listening on http://")) { clearTimeout(timer); resolve(); } });
-    child.once("exit", (code) => reject(new Error(`tickcast exited with ${code}`)));
-  });
-  return child;
-}
-
-async function stop(child) {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  child.kill("SIGKILL");
-  await new Promise((r) => child.once("exit", r));
-}
-
-/** Publishes NDJSON ticks to the feed and waits until /snapshot (asked with `headers()`) shows them. */
-async function publish(port, feedPort, ticks, headers = () => ({})) {
-  const sock = net.connect(feedPort, "127.0.0.1");
-  await new Promise((r) => sock.once("connect", r));
-  sock.write(ticks.map((t) => JSON.stringify(t)).join("\n") + "\n");
-  sock.end();
-  const want = new Map(ticks.map((t) => [t.symbol, t]));
-  await until(async () => {
-    const snap = await snapshot(port, [...want.keys()], headers);
-    return snap.length === want.size && snap.every((p) => want.get(p.symbol).bid === undefined || p.bid === want.get(p.symbol).bid);
-  }, "the feed's ticks reach the server");
-}
-
-/** /snapshot of `symbols`; `headers()` is called for each request (a token's jti is accepted once). */
-async function snapshot(port, symbols, headers = () => ({})) {
-  const r = await fetch(`http://127.0.0.1:${port}/snapshot?symbols=${symbols.map(encodeURIComponent).join(",")}`, { headers: headers() });
-  assert.equal(r.status, 200);
-  return r.json();
-}
-
-async function metric(port, series) {
-  const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
-  // Every tickcast series carries node="…": look it up without that label.
-  const withoutNode = (l) => l.replace(/\{node="[^"]*"\}/, "").replace(/node="[^"]*",?/, "");
-  const line = text.split("\n").map(withoutNode).find((l) => l.startsWith(series + " "));
-  return Number(line.split(" ")[1]);
-}
-
-async function until(cond, what, ms = 15000) {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    if (await cond()) return;
-    if (Date.now() > deadline) throw new Error(`timed out: ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
-/** An HS256 token signed here (as an embedding app's backend would), living `ttlSec` seconds. */
-function sign(ttlSec, secret = SECRET, sub = "alice") {
-  const now = Math.floor(Date.now() / 1000);
-  const b64 = (o) => Buffer.from(JSON.stringify(o)).toString("base64url");
-  const input = `${b64({ alg: "HS256", typ: "JWT" })}.${b64({ sub, iat: now, exp: now + ttlSec, jti: crypto.randomUUID() })}`;
-  return `${input}.${crypto.createHmac("sha256", secret).update(input).digest("base64url")}`;
-}
-
-function token(ttl, sub = "alice") {
-  return execFileSync(BIN, ["token", "--sub", sub, "--ttl", ttl], { env: { ...process.env, TICKCAST_AUTH_SECRET: SECRET } }).toString().trim();
-}
-
-async function browser() {
-  return chromium.launch({
-    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-           "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-  });
-}
-
-/** The page's table as {symbol: {bid, ask, last}}. */
-async function table(page) {
-  return page.$$eval("#rows tr", (trs) => Object.fromEntries(trs.map((tr) => [tr.dataset.symbol, {
-    bid: tr.querySelector(".bid").textContent, ask: tr.querySelector(".ask").textContent,
-    last: tr.querySelector(".last").textContent, stale: tr.classList.contains("stale") }])));
-}
-
-function matches(rows, snap) {
-  return snap.every((p) => rows[p.symbol] && rows[p.symbol].bid === String(p.bid) && rows[p.symbol].ask === String(p.ask) && !rows[p.symbol].stale);
-}
-
-const quotes = (base) => SYMBOLS.map((s, i) => ({ symbol: s, bid: base + i, ask: base + i + 0.5 }));
+import {
+  ARTIFACTS, SECRET, SYMBOLS, freePort, startServer, stop, publish, snapshot, metric, until, sign, token, browser,
+  table, matches, quotes,
+} from "./harness.mjs";
 
 test("the demo page shows the server's prices, adds symbols, and survives a restart", async (t) => {
   const [port, feedPort] = [await freePort(), await freePort()];

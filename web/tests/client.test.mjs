@@ -6,8 +6,10 @@ import assert from "node:assert/strict";
 import {
   backoffDelay, shouldReconnect, tokenExpiry, Book, TickcastClient, MAX_BACKOFF_MS, chunkSubscribe,
   chunkUnsubscribe, byteLength, maxMessageOf, refreshDelayMs, refreshRetryDelayMs, snapshotUrl, refusedSymbols,
-  isSymbol, SendBudget, SEND_BURST,
+  isSymbol, SendBudget, SEND_BURST, decodeMsgpack, MsgpackError, MSGPACK_MAX_DEPTH, sseUrl, fitSseSymbols,
+  wsProtocols, MAX_SSE_URL, FALLBACK_AFTER, SSE_REOPEN_DELAY_MS, SSE_RETRY_MAX_MS,
 } from "../client.js";
+import { encode } from "@msgpack/msgpack";
 
 test("backoff is full jitter under 1 s, 2 s, 4 s … capped at 60 s", () => {
   for (const [attempt, cap] of [[0, 1000], [1, 2000], [2, 4000], [5, 32000], [6, 60000], [20, 60000]]) {
@@ -176,8 +178,9 @@ const settle = () => new Promise((r) => setImmediate(r));
 class FakeSocket {
   static all = [];
   static clock = null;
-  constructor(url) {
+  constructor(url, protocols) {
     this.url = url;
+    this.protocols = protocols;
     this.sent = [];
     this.raw = [];
     this.at = [];
@@ -221,7 +224,7 @@ const jwt = (claims) => `h.${Buffer.from(JSON.stringify(claims)).toString("base6
 function setup(options = {}, clock = new FakeClock()) {
   FakeSocket.all = [];
   FakeSocket.clock = clock;
-  const c = new TickcastClient({ url: "ws://x/ws", WebSocket: FakeSocket, random: () => 0, pingAfterMs: 3_600_000,
+  const c = new TickcastClient({ url: "ws://x/ws", WebSocket: FakeSocket, random: () => 0, pingAfterMs: 3_600_000, openTimeoutMs: 3_600_000,
                                  ...clock.options, ...options });
   const events = { state: [], error: [], unsubscribed: [], tick: [] };
   for (const type of Object.keys(events)) c.addEventListener(type, (e) => events[type].push(e.detail));
@@ -588,12 +591,12 @@ test("three refused upgrades in a row: the client stops, saying why", async () =
   }
 });
 
-test("a probe that fails to fetch, or gets any other status, means: retry", async () => {
+test("a probe that fails to fetch, or gets any other status, means: retry (WebSocket only)", async () => {
   for (const status of [null, 200, 503]) {
     const clock = new FakeClock();
     const { getToken } = tokenSource(clock, 60);
     const { calls, fetch } = fakeFetch(status, "[]");
-    const { c, events } = setup({ getToken, fetch }, clock);
+    const { c, events } = setup({ getToken, fetch, transport: "websocket" }, clock);
     await c.connect();
     assert.equal(await failBeforeOpen(clock, 6), 6);
     assert.equal(FakeSocket.all.length, 7, `status ${status}: still trying`);
@@ -620,9 +623,9 @@ test("refusals count only in a row: an open connection starts the count over", a
   c.close();
 });
 
-test("without a token callback a connection that never opened is a network failure: no probe, retry", async () => {
+test("without a token callback a WebSocket that never opened is a network failure: no probe, retry", async () => {
   const { fetch, calls } = fakeFetch(401);
-  const { c, clock, events } = setup({ fetch });
+  const { c, clock, events } = setup({ fetch, transport: "websocket" });
   await c.connect();
   assert.equal(await failBeforeOpen(clock, 5), 5);
   assert.equal(calls.length, 0);
@@ -661,4 +664,535 @@ test("a message the server would close the connection for (over max_message) is 
   assert.match(events.error.at(-1).message, /auth message over the server's 4096 bytes/);
   assert.equal(ws.readyState, 1, "the connection lives on (until the token expires)");
   c.close();
+});
+
+// ---------------------------------------------------------------- MessagePack decoder
+
+/** Bytes from hex, for encodings written by hand (what @msgpack/msgpack never makes). */
+const hex = (h) => Uint8Array.from(h.replace(/\s/g, "").match(/../g) ?? [], (b) => parseInt(b, 16));
+
+test("decodeMsgpack reads what @msgpack/msgpack writes: every int width at its edges", () => {
+  const ints = [0, 1, 127, 128, 255, 256, 65535, 65536, 2 ** 32 - 1, 2 ** 32, 2 ** 53 - 1,
+                -1, -32, -33, -128, -129, -32768, -32769, -(2 ** 31), -(2 ** 31) - 1, -(2 ** 53 - 1)];
+  const firstBytes = new Set();
+  for (const n of ints) {
+    const bytes = encode(n);
+    firstBytes.add(bytes[0] >= 0xe0 ? "negfix" : bytes[0] <= 0x7f ? "posfix" : bytes[0].toString(16));
+    assert.equal(decodeMsgpack(bytes), n, `${n} (${Buffer.from(bytes).toString("hex")})`);
+  }
+  // uint8/16/32/64 and int8/16/32/64 all met, besides both fixints.
+  assert.deepEqual([...firstBytes].sort(), ["cc", "cd", "ce", "cf", "d0", "d1", "d2", "d3", "negfix", "posfix"]);
+});
+
+test("decodeMsgpack: 64-bit ints beyond 2^53 become the nearest Number, or exact BigInts when asked", () => {
+  const big = [2n ** 53n, 2n ** 53n + 1n, 2n ** 63n - 1n, 2n ** 64n - 1n, 2n ** 64n - 2049n, -(2n ** 53n) - 1n, -(2n ** 63n), 12345678901234567891n];
+  for (const v of big) {
+    const bytes = encode(v, { useBigInt64: true });
+    assert.ok(bytes[0] === 0xcf || bytes[0] === 0xd3, `${v}: a 64-bit int`);
+    assert.equal(decodeMsgpack(bytes), Number(v), `${v} as the nearest Number`);
+    assert.equal(decodeMsgpack(bytes), JSON.parse(String(v)), `${v}: what JSON.parse makes of its digits`);
+    assert.equal(decodeMsgpack(bytes, { bigInt: true }), v, `${v} exactly`);
+  }
+  // Safe values stay Numbers even with bigInt: the JSON path's types.
+  assert.equal(decodeMsgpack(encode(2n ** 53n - 1n, { useBigInt64: true }), { bigInt: true }), 2 ** 53 - 1);
+  assert.equal(decodeMsgpack(hex("d3 ffffffffffffffff"), { bigInt: true }), -1);
+  assert.equal(decodeMsgpack(hex("cf 0000000000000000")), 0);
+});
+
+test("decodeMsgpack: floats, nil, bools, str and bin of every width, arrays and maps of every width", () => {
+  for (const f of [1.5, -0.1, 189.12, 1e300, -Infinity, Number.MIN_VALUE]) assert.equal(decodeMsgpack(encode(f)), f);
+  assert.ok(Number.isNaN(decodeMsgpack(encode(NaN))));
+  assert.ok(Object.is(decodeMsgpack(hex("cb 8000000000000000")), -0), "-0 (which @msgpack/msgpack writes as the int 0)");
+  const f32 = encode(3.14, { forceFloat32: true });
+  assert.equal(f32[0], 0xca);
+  assert.equal(decodeMsgpack(f32), Math.fround(3.14));
+  assert.equal(decodeMsgpack(encode(null)), null);
+  assert.equal(decodeMsgpack(encode(true)), true);
+  assert.equal(decodeMsgpack(encode(false)), false);
+  for (const len of [0, 31, 32, 255, 256, 65535, 65536]) {
+    const str = "é€𝄞x".repeat(Math.ceil(len / 4)).slice(0, len);
+    assert.equal(decodeMsgpack(encode(str)), str, `str of ${len} code units`);
+    const bin = Uint8Array.from({ length: len }, (_, i) => i * 7);
+    const out = decodeMsgpack(encode(bin));
+    assert.ok(out instanceof Uint8Array && Buffer.from(out).equals(Buffer.from(bin)), `bin of ${len}`);
+    const arr = Array.from({ length: Math.min(len, 70000) }, (_, i) => i % 3 ? i : `s${i}`);
+    assert.deepEqual(decodeMsgpack(encode(arr)), arr, `array of ${len}`);
+    const map = Object.fromEntries(arr.map((v, i) => [`k${i}`, v]));
+    assert.deepEqual(decodeMsgpack(encode(map)), map, `map of ${len}`);
+  }
+  // The first byte of each width, so that the loop above is known to have met them all.
+  assert.deepEqual([encode("x".repeat(40))[0], encode("x".repeat(300))[0], encode("x".repeat(70000))[0]], [0xd9, 0xda, 0xdb]);
+  assert.deepEqual([0, 300, 70000].map((n) => encode(new Uint8Array(n))[0]), [0xc4, 0xc5, 0xc6]);
+  assert.deepEqual([15, 16, 70000].map((n) => encode(new Array(n).fill(0))[0]), [0x9f, 0xdc, 0xdd]);
+});
+
+test("decodeMsgpack: a server message, nested, equals its JSON", () => {
+  const msg = { type: "tick", payload: { symbol: "FX:EUR/USD", seq: 1042, bid: 1.0842, ask: 1.0843, last: -3, volume: 1200,
+                                         ts: 1732400000123456, pub: 1732400000129012, snapshot: true } };
+  assert.deepEqual(decodeMsgpack(encode(msg)), JSON.parse(JSON.stringify(msg)));
+  const welcome = { type: "welcome", payload: { session: "9f1c", heartbeat_ms: 30000, epoch: 1732400000000000, nested: [[{ a: [null, false] }]] } };
+  assert.deepEqual(decodeMsgpack(encode(welcome)), welcome);
+  // From an ArrayBuffer (what a browser hands over), and from a view into a larger buffer.
+  const bytes = encode(msg);
+  assert.deepEqual(decodeMsgpack(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.length)), msg);
+  const padded = new Uint8Array(bytes.length + 8);
+  padded.set(bytes, 4);
+  assert.deepEqual(decodeMsgpack(padded.subarray(4, 4 + bytes.length)), msg);
+});
+
+test("decodeMsgpack refuses cleanly: ext types, 0xc1, cut-off input, trailing bytes, bad UTF-8, odd keys, deep nesting", () => {
+  const refuse = (bytes, pattern, what) => assert.throws(() => decodeMsgpack(bytes), (e) => e instanceof MsgpackError && pattern.test(e.message), what);
+  refuse(hex("c1"), /never used/, "0xc1");
+  for (const ext of ["c7 01 05 00", "c8 0001 05 00", "c9 00000001 05 00", "d4 05 00", "d5 05 0000", "d6 05 00000000", "d7 05 0000000000000000", "d8 05 " + "00".repeat(16)]) {
+    refuse(hex(ext), /ext type/, ext);
+  }
+  refuse(encode(-1).subarray(0, 0), /cut off/, "nothing at all");
+  const whole = encode({ type: "tick", payload: { symbol: "AAPL", seq: 2 ** 40, bid: 1.5, s: "x".repeat(300), b: new Uint8Array(3) } });
+  for (let n = 0; n < whole.length; n++) refuse(whole.subarray(0, n), /cut off/, `cut after ${n} of ${whole.length} bytes`);
+  refuse(hex("c0 c0"), /1 bytes after the value/, "two values");
+  refuse(hex("a2 c3 28"), /not UTF-8/, "an invalid UTF-8 sequence");
+  refuse(hex("81 c0 01"), /map key of type nil/, "nil key");
+  refuse(hex("81 80 01"), /map key of type object/, "map key");
+  refuse(hex("dd ffffffff 00"), /cut off \(4294967295 items/, "an array claiming more items than bytes");
+  refuse(hex("df 7fffffff 00"), /cut off/, "a map claiming more entries than bytes");
+  refuse(new Uint8Array(100000).fill(0x91), /nested deeper than 64/, "deep arrays: refused, no stack overflow");
+  assert.deepEqual(decodeMsgpack(new Uint8Array([...new Uint8Array(MSGPACK_MAX_DEPTH - 1).fill(0x91), 0x90])).flat(Infinity), [], "64 levels of arrays are fine");
+  // Int keys are names, as in a JS object; "__proto__" is a key like any other, as with JSON.parse.
+  assert.deepEqual(decodeMsgpack(hex("82 01 a1 61 a3 6b6579 02")), { 1: "a", key: 2 });
+  const proto = decodeMsgpack(hex("81 a9 5f5f70726f746f5f5f 81 a1 78 01"));
+  assert.equal(Object.getPrototypeOf(proto), Object.prototype);
+  assert.deepEqual(Object.keys(proto), ["__proto__"]);
+  assert.equal({}.x, undefined);
+});
+
+// ---------------------------------------------------------------- transports: URLs
+
+test("SSE URL next to the WebSocket URL, with symbols and token; snapshot URL with symbols; subprotocols", () => {
+  assert.equal(sseUrl("ws://127.0.0.1:8080/ws", ["AAPL", "FX:EUR/USD"]), "http://127.0.0.1:8080/sse?symbols=AAPL,FX%3AEUR%2FUSD");
+  assert.equal(sseUrl("wss://md.example.com/feed/ws?x=1#h", ["A"], "a.b+/c"), "https://md.example.com/feed/sse?symbols=A&token=a.b%2B%2Fc");
+  assert.equal(snapshotUrl("ws://x/ws", ["A", "B/C"]), "http://x/snapshot?symbols=A,B%2FC");
+  assert.deepEqual(wsProtocols("msgpack"), ["tickcast.msgpack"]);
+  assert.deepEqual(wsProtocols("json"), [], "JSON asks for no subprotocol: servers before v1.1 would refuse one");
+});
+
+test("fitSseSymbols keeps the leading symbols whose URL fits", () => {
+  const symbols = names(1024, 32);
+  const token = "t".repeat(400);
+  const { kept, dropped } = fitSseSymbols("ws://127.0.0.1:8080/ws", symbols, token);
+  assert.ok(kept.length > 100 && dropped.length > 0);
+  assert.deepEqual([...kept, ...dropped], symbols);
+  assert.ok(sseUrl("ws://127.0.0.1:8080/ws", kept, token).length <= MAX_SSE_URL);
+  assert.ok(sseUrl("ws://127.0.0.1:8080/ws", symbols.slice(0, kept.length + 1), token).length > MAX_SSE_URL, "as many as fit");
+  assert.deepEqual(fitSseSymbols("ws://x/ws", ["A", "B"]), { kept: ["A", "B"], dropped: [] });
+  assert.throws(() => new TickcastClient({ url: "ws://x/ws", transport: "longpoll" }), /transport must be one of auto, websocket, sse/);
+  assert.throws(() => new TickcastClient({ url: "ws://x/ws", encoding: "cbor" }), /encoding must be one of json, msgpack/);
+});
+
+// ---------------------------------------------------------------- transports: the client, with fakes
+
+/** A stand-in for the browser's EventSource, driven by the test. Once closed it dispatches nothing, as a real one. */
+class FakeEventSource {
+  static all = [];
+  constructor(url) {
+    this.url = url;
+    this.readyState = 0;
+    this.listeners = new Map();
+    FakeEventSource.all.push(this);
+  }
+  addEventListener(type, f) {
+    this.listeners.set(type, [...(this.listeners.get(type) ?? []), f]);
+  }
+  close() {
+    this.readyState = 2;
+  }
+  _dispatch(type, event) {
+    if (this.readyState === 2) return;
+    for (const f of this.listeners.get(type) ?? []) f(event);
+  }
+  /** An event from the server (the stream opens first if it has not). */
+  serverSends(type, payload) {
+    if (this.readyState === 0) {
+      this.readyState = 1;
+      this._dispatch("open", {});
+    }
+    this._dispatch(type, { type, data: JSON.stringify(payload), lastEventId: "" });
+  }
+  /** The connection dropped: the browser will reconnect by itself (unless closed). */
+  lost() {
+    this.readyState = 0;
+    this._dispatch("error", { type: "error" });
+  }
+  /** The browser gave up (an HTTP error status, a wrong content type). */
+  failed() {
+    this.readyState = 2;
+    for (const f of this.listeners.get("error") ?? []) f({ type: "error" });
+  }
+  get symbols() {
+    return new URL(this.url).searchParams.get("symbols").split(",").filter(Boolean);
+  }
+  get token() {
+    return new URL(this.url).searchParams.get("token");
+  }
+}
+
+/** A client on fakes with both transports injected. */
+function setupTransports(options = {}, clock = new FakeClock()) {
+  FakeEventSource.all = [];
+  const s = setup({ EventSource: FakeEventSource, ...options }, clock);
+  return { ...s, es: (i) => FakeEventSource.all.at(i) };
+}
+
+const sseWelcome = (extra = {}) => ({ session: "s", heartbeat_ms: 15000, epoch: 1, ...extra });
+const payloadOf = (t) => t.payload;
+
+test("transport sse: an EventSource on /sse with the symbols and a fresh token; ticks through the seq filter", async () => {
+  const clock = new FakeClock();
+  const { issued, getToken } = tokenSource(clock, 300);
+  const { c, events, es } = setupTransports({ transport: "sse", symbols: ["AAPL", "FX:EUR/USD"], getToken }, clock);
+  await c.connect();
+  assert.equal(FakeSocket.all.length, 0, "no WebSocket at all");
+  const s = es(0);
+  assert.equal(s.url, `http://x/sse?symbols=AAPL,FX%3AEUR%2FUSD&token=${encodeURIComponent(issued[0])}`);
+  s.serverSends("welcome", sseWelcome());
+  assert.deepEqual(events.state.at(-1), { state: "open", transport: "sse" });
+  assert.equal(c.es, s);
+  assert.equal(c.ws, null);
+  s.serverSends("subscribed", { symbols: ["AAPL", "FX:EUR/USD"], unknown: [] });
+  s.serverSends("tick", payloadOf(tick("AAPL", 5, { bid: 1, snapshot: true })));
+  s.serverSends("tick", payloadOf(tick("AAPL", 5, { bid: 1 })));
+  s.serverSends("tick", payloadOf(tick("AAPL", 6, { bid: 2 })));
+  s.serverSends("tick", payloadOf(tick("MSFT", 1)));
+  assert.deepEqual(events.tick.map((t) => [t.symbol, t.seq]), [["AAPL", 5], ["AAPL", 6]], "older, equal and unwatched ticks are dropped");
+  assert.equal(c.latest("AAPL").bid, 2);
+  // The server's own `error` event (with data) is an error for the app, not a lost connection.
+  s.serverSends("error", { code: "unknown_symbol", symbols: ["FX:EUR/USD"], message: "no value" });
+  assert.equal(events.error.at(-1).code, "unknown_symbol");
+  assert.deepEqual([...c.symbols], ["AAPL"]);
+  assert.equal(s.readyState, 1, "still streaming");
+  c.close();
+  assert.equal(s.readyState, 2);
+});
+
+test("sse: the server's close event is a close code: 1008 stops, 4401 with getToken reconnects with a fresh token", async () => {
+  const clock = new FakeClock();
+  const { issued, getToken } = tokenSource(clock, 300);
+  const { c, events, es } = setupTransports({ transport: "sse", symbols: ["A"], getToken }, clock);
+  await c.connect();
+  es(0).serverSends("welcome", sseWelcome());
+  es(0).serverSends("close", { code: 4401, reason: "token expired" });
+  assert.equal(es(0).readyState, 2, "closed at once: the browser must not reconnect with the spent token");
+  assert.equal(events.state.at(-1).state, "reconnecting");
+  await clock.advance(1000);
+  assert.equal(FakeEventSource.all.length, 2);
+  assert.equal(es(1).token, issued.at(-1));
+  assert.notEqual(es(1).token, es(0).token);
+  es(1).serverSends("welcome", sseWelcome());
+  es(1).serverSends("close", { code: 1008, reason: "too many protocol errors" });
+  await clock.advance(120000);
+  assert.equal(FakeEventSource.all.length, 2, "no reconnect after 1008");
+  assert.equal(events.state.at(-1).state, "closed");
+  assert.match(events.state.at(-1).reason, /1008: too many protocol errors/);
+});
+
+test("sse without a token: a lost stream is resumed by the browser once (Last-Event-ID), then the client takes over", async () => {
+  const { c, clock, events, es } = setupTransports({ transport: "sse", symbols: ["A"] });
+  await c.connect();
+  const s = es(0);
+  assert.equal(s.url, "http://x/sse?symbols=A");
+  s.serverSends("welcome", sseWelcome());
+  s.serverSends("tick", payloadOf(tick("A", 3)));
+  s.lost();
+  assert.equal(s.readyState, 0, "left to the browser's reconnect");
+  assert.deepEqual(events.state.at(-1), { state: "reconnecting", inMs: null, code: 1006, reason: "stream lost: the browser resumes it" });
+  s.serverSends("welcome", sseWelcome());
+  assert.equal(events.state.at(-1).state, "open");
+  s.serverSends("tick", payloadOf(tick("A", 3, { snapshot: true })));
+  s.serverSends("tick", payloadOf(tick("A", 4, { snapshot: true })));
+  assert.deepEqual(events.tick.map((t) => t.seq), [3, 4]);
+  assert.equal(FakeEventSource.all.length, 1, "the same EventSource throughout");
+
+  // Lost again, and the browser's retry fails too: the client closes it and reconnects with backoff.
+  s.lost();
+  s.lost();
+  assert.equal(s.readyState, 2);
+  assert.equal(events.state.at(-1).state, "reconnecting");
+  assert.equal(typeof events.state.at(-1).inMs, "number");
+  await clock.advance(1000);
+  assert.equal(FakeEventSource.all.length, 2);
+  // A resume that never comes back is given up too.
+  es(1).serverSends("welcome", sseWelcome());
+  es(1).lost();
+  await clock.advance(SSE_RETRY_MAX_MS + 3_600_000);
+  assert.equal(es(1).readyState, 2, "abandoned after the longest retry plus the open timeout");
+  assert.equal(FakeEventSource.all.length, 3);
+  c.close();
+});
+
+test("sse: a stream the browser gave up on (HTTP error), or any loss with a token, is reconnected by the client", async () => {
+  const { c, clock, events, es } = setupTransports({ transport: "sse", symbols: ["A"] });
+  await c.connect();
+  es(0).failed();
+  assert.equal(events.state.at(-1).state, "reconnecting");
+  await clock.advance(1000);
+  assert.equal(FakeEventSource.all.length, 2);
+  c.close();
+
+  const { getToken } = tokenSource(clock, 300);
+  const t = setupTransports({ transport: "sse", symbols: ["A"], getToken, fetch: fakeFetch(200).fetch }, clock);
+  await t.c.connect();
+  t.es(0).serverSends("welcome", sseWelcome());
+  t.es(0).lost();
+  assert.equal(t.es(0).readyState, 2, "its URL's one-time token is spent: the browser must not retry with it");
+  await clock.advance(1000);
+  assert.equal(FakeEventSource.all.length, 2);
+  assert.notEqual(t.es(1).token, t.es(0).token);
+  t.c.close();
+});
+
+test("sse: a stream that fails before its welcome is probed for a refusal, with the stream's symbols", async () => {
+  const clock = new FakeClock();
+  const { getToken } = tokenSource(clock, 60);
+  const { calls, fetch } = fakeFetch(403, "not entitled to `TSLA`");
+  const { c, events, es } = setupTransports({ transport: "sse", symbols: ["AAPL", "TSLA"], getToken, fetch }, clock);
+  await c.connect();
+  for (let i = 0; i < 3; i++) {
+    es(i).failed();
+    await clock.advance(MAX_BACKOFF_MS);
+  }
+  assert.equal(calls[0].url, "http://x/snapshot?symbols=AAPL,TSLA");
+  assert.deepEqual(events.error.map((e) => e.code), ["refused", "refused", "refused"]);
+  assert.equal(events.state.at(-1).state, "closed");
+  assert.match(events.state.at(-1).reason, /refused by the server \(403\): not entitled to `TSLA`/);
+  assert.equal(FakeEventSource.all.length, 3);
+});
+
+test("sse: subscribe() and unsubscribe() reopen the stream once, after the changes settle", async () => {
+  const clock = new FakeClock();
+  const { issued, getToken } = tokenSource(clock, 300);
+  const { c, events, es } = setupTransports({ transport: "sse", symbols: ["A"], getToken }, clock);
+  await c.connect();
+  es(0).serverSends("welcome", sseWelcome());
+  es(0).serverSends("tick", payloadOf(tick("A", 7, { snapshot: true })));
+  c.subscribe(["B"]);
+  await clock.advance(SSE_REOPEN_DELAY_MS / 2);
+  c.subscribe(["C", "A"]);
+  c.unsubscribe(["B"]);
+  await clock.advance(SSE_REOPEN_DELAY_MS - 1);
+  assert.equal(FakeEventSource.all.length, 1, "not before the changes settle");
+  await clock.advance(1);
+  assert.equal(FakeEventSource.all.length, 2, "one reopen for three changes");
+  assert.equal(es(0).readyState, 2);
+  assert.deepEqual(es(1).symbols, ["A", "C"]);
+  assert.equal(es(1).token, issued.at(-1), "a fresh token");
+  assert.ok(!events.state.slice(-1).some((e) => e.state !== "open"), "no connecting/reconnecting for a reopen");
+  es(1).serverSends("welcome", sseWelcome());
+  es(1).serverSends("tick", payloadOf(tick("A", 7, { snapshot: true })));
+  es(1).serverSends("tick", payloadOf(tick("C", 1, { snapshot: true })));
+  assert.deepEqual(events.tick.map((t) => [t.symbol, t.seq]), [["A", 7], ["C", 1]], "A's snapshot again is no news");
+  c.subscribe(["A"]);
+  c.unsubscribe(["Z"]);
+  await clock.advance(1000);
+  assert.equal(FakeEventSource.all.length, 2, "no change, no reopen");
+  // With nothing left to watch no stream is held; a subscribe opens one again.
+  c.unsubscribe(["A", "C"]);
+  await clock.advance(1000);
+  assert.equal(es(1).readyState, 2);
+  assert.equal(FakeEventSource.all.length, 2);
+  assert.equal(events.state.at(-1).state, "open");
+  c.subscribe(["D"]);
+  await clock.advance(1000);
+  assert.deepEqual(es(2).symbols, ["D"]);
+  c.close();
+});
+
+test("sse: a watch-list changed while the stream opens is taken up after the welcome", async () => {
+  const { c, clock, es } = setupTransports({ transport: "sse", symbols: ["A"] });
+  await c.connect();
+  c.subscribe(["B"]);
+  await clock.advance(SSE_REOPEN_DELAY_MS);
+  // Reopened before the welcome: fine too. Either way the stream ends up with both.
+  es(-1).serverSends("welcome", sseWelcome());
+  await clock.advance(SSE_REOPEN_DELAY_MS);
+  assert.deepEqual(es(-1).symbols, ["A", "B"]);
+  c.close();
+});
+
+test("sse: symbols beyond what a URL holds are refused with too_many_symbols", async () => {
+  const symbols = names(600, 32);
+  const { c, events, es } = setupTransports({ transport: "sse", symbols });
+  await c.connect();
+  assert.ok(es(0).url.length <= MAX_SSE_URL);
+  const kept = es(0).symbols;
+  assert.deepEqual(kept, symbols.slice(0, kept.length));
+  assert.equal(events.error.at(-1).code, "too_many_symbols");
+  assert.deepEqual(events.error.at(-1).symbols, symbols.slice(kept.length));
+  assert.equal(c.symbols.size, kept.length);
+  c.close();
+});
+
+test("sse with getToken: the stream is reopened with a fresh token when a refresh would be due", async () => {
+  const clock = new FakeClock();
+  const { issued, getToken } = tokenSource(clock, 300);
+  const { c, events, es } = setupTransports({ transport: "sse", symbols: ["A"], getToken }, clock);
+  await c.connect();
+  es(0).serverSends("welcome", sseWelcome({ exp: Math.floor(clock.t / 1000) + 300 }));
+  await clock.advance(239999);
+  assert.equal(FakeEventSource.all.length, 1);
+  await clock.advance(1);
+  assert.equal(FakeEventSource.all.length, 2, "at 80% of the token's life");
+  assert.equal(es(0).readyState, 2);
+  assert.equal(es(1).token, issued.at(-1));
+  assert.equal(events.state.at(-1).state, "open", "no reconnecting for a planned reopen");
+  c.close();
+});
+
+test("auto: two WebSocket attempts that fail before opening while HTTP answers 200 switch to SSE for good", async () => {
+  const clock = new FakeClock();
+  const { calls, fetch } = fakeFetch(200, "[]");
+  const { c, events, es } = setupTransports({ symbols: ["A"], fetch }, clock);
+  await c.connect();
+  assert.equal(FakeSocket.all.length, 1, "WebSocket first");
+  await failBeforeOpen(clock, FALLBACK_AFTER);
+  assert.equal(calls.length, FALLBACK_AFTER, "each failure probed, without a token");
+  assert.equal(calls[0].auth, undefined);
+  assert.equal(FakeSocket.all.length, FALLBACK_AFTER, "no third WebSocket");
+  assert.equal(FakeEventSource.all.length, 1);
+  assert.equal(es(0).url, "http://x/sse?symbols=A");
+  assert.match(events.state.find((e) => e.reason?.includes("SSE")).reason, /does not get through: switching to SSE/);
+  es(0).serverSends("welcome", sseWelcome());
+  assert.deepEqual(events.state.at(-1), { state: "open", transport: "sse" });
+  assert.equal(c.transport, "sse");
+  // A later loss reconnects over SSE (no probing: nothing to fall back to).
+  es(0).failed();
+  await clock.advance(MAX_BACKOFF_MS);
+  assert.equal(FakeEventSource.all.length, 2);
+  assert.equal(FakeSocket.all.length, FALLBACK_AFTER);
+  assert.equal(calls.length, FALLBACK_AFTER);
+  // close() and connect() start over with the WebSocket.
+  c.close();
+  await c.connect();
+  assert.equal(FakeSocket.all.length, FALLBACK_AFTER + 1);
+  c.close();
+});
+
+test("auto: a server that is down (probe fails) or refuses (401) is no reason to switch; the count is in a row", async () => {
+  for (const status of [null, 401, 503]) {
+    const { fetch } = fakeFetch(status);
+    const { c, clock, events } = setupTransports({ fetch, symbols: ["A"] }, new FakeClock());
+    await c.connect();
+    await failBeforeOpen(clock, 5);
+    assert.equal(FakeEventSource.all.length, 0, `status ${status}: stays on the WebSocket`);
+    assert.equal(c.transport, "websocket");
+    assert.ok(!events.state.some((e) => e.state === "open"));
+    c.close();
+  }
+  // 200, then a network failure, then 200: never two in a row.
+  const answers = [200, null, 200, null, 200];
+  const fetch = async () => {
+    const status = answers.shift();
+    if (status === null) throw new TypeError("Failed to fetch");
+    return { status, text: async () => "" };
+  };
+  const { c, clock } = setupTransports({ fetch, symbols: ["A"] }, new FakeClock());
+  await c.connect();
+  await failBeforeOpen(clock, 5);
+  assert.equal(FakeEventSource.all.length, 0);
+  // An open WebSocket in between starts the count over too.
+  answers.push(200, 200);
+  FakeSocket.all.at(-1).open();
+  FakeSocket.all.at(-1).serverCloses(1006);
+  await clock.advance(MAX_BACKOFF_MS);
+  await failBeforeOpen(clock, 1);
+  assert.equal(FakeEventSource.all.length, 0, "an opened WebSocket's close is not a failure to get through");
+  await failBeforeOpen(clock, 1);
+  assert.equal(FakeEventSource.all.length, 1, "then two in a row");
+  c.close();
+});
+
+test("auto with getToken: refusals still count and stop; a refusal is never a reason to switch", async () => {
+  const clock = new FakeClock();
+  const { getToken } = tokenSource(clock, 60);
+  const { fetch } = fakeFetch(401, "unauthorized: bad signature");
+  const { c, events } = setupTransports({ getToken, fetch, symbols: ["A"] }, clock);
+  await c.connect();
+  await failBeforeOpen(clock, 3);
+  assert.equal(FakeEventSource.all.length, 0);
+  assert.equal(events.state.at(-1).state, "closed");
+});
+
+test("websocket forced: never an EventSource, whatever the probe says", async () => {
+  const { fetch, calls } = fakeFetch(200);
+  const { c, clock } = setupTransports({ transport: "websocket", fetch, symbols: ["A"] });
+  await c.connect();
+  await failBeforeOpen(clock, 5);
+  assert.equal(FakeEventSource.all.length, 0);
+  assert.equal(calls.length, 0, "no probe without a token: nothing to decide");
+  c.close();
+});
+
+test("a WebSocket that does not open within openTimeoutMs counts as failed before opening", async () => {
+  const clock = new FakeClock();
+  const { fetch, calls } = fakeFetch(200);
+  const { c, events } = setupTransports({ fetch, openTimeoutMs: 5000 }, clock);
+  await c.connect();
+  await clock.advance(4999);
+  assert.equal(FakeSocket.all[0].readyState, 0);
+  await clock.advance(1);
+  assert.equal(FakeSocket.all[0].readyState, 3, "closed");
+  assert.equal(calls.length, 1, "probed");
+  assert.equal(events.state.find((e) => e.state === "reconnecting").reason, "no answer in time");
+  await clock.advance(1000);
+  assert.equal(FakeSocket.all.length, 2);
+  FakeSocket.all[1].serverSays({ type: "welcome", payload: { epoch: 1 } });
+  await clock.advance(60000);
+  assert.equal(FakeSocket.all.length, 2, "an open socket is not timed out");
+  c.close();
+});
+
+// ---------------------------------------------------------------- MessagePack over the WebSocket
+
+test("encoding msgpack: asks for tickcast.msgpack, takes binary frames, sends JSON text", async () => {
+  const { c, events } = setup({ encoding: "msgpack", symbols: ["AAPL"] });
+  await c.connect();
+  const ws = FakeSocket.all[0];
+  assert.deepEqual(ws.protocols, ["tickcast.msgpack"]);
+  assert.equal(ws.binaryType, "arraybuffer");
+  const frame = (m) => {
+    const b = encode(m);
+    return b.buffer.slice(b.byteOffset, b.byteOffset + b.length);
+  };
+  ws.open();
+  ws.onmessage({ data: frame({ type: "welcome", payload: { epoch: 1, max_message: 4096 } }) });
+  assert.deepEqual(events.state.at(-1), { state: "open", transport: "websocket" });
+  assert.equal(typeof ws.raw[0], "string", "requests stay JSON text");
+  assert.deepEqual(ws.sent[0].payload.symbols, ["AAPL"]);
+  ws.onmessage({ data: frame(tick("AAPL", 2 ** 40, { bid: 189.1, ts: 1732400000123456 })) });
+  ws.onmessage({ data: frame(tick("AAPL", 2 ** 40 - 1)) });
+  assert.deepEqual(events.tick.map((t) => t.seq), [2 ** 40]);
+  assert.equal(c.latest("AAPL").bid, 189.1);
+  // A text frame is still read (as JSON); an unreadable binary one is said, and the connection lives on.
+  ws.onmessage({ data: JSON.stringify(tick("AAPL", 2 ** 40 + 1)) });
+  ws.onmessage({ data: new Uint8Array([0xc1]).buffer });
+  assert.deepEqual(events.tick.map((t) => t.seq), [2 ** 40, 2 ** 40 + 1]);
+  assert.match(events.error.at(-1).message, /unreadable message from the server: msgpack: 0xc1/);
+  assert.equal(ws.readyState, 1);
+  c.close();
+});
+
+test("encoding json asks for no subprotocol", async () => {
+  const { c } = setup();
+  await c.connect();
+  assert.equal(FakeSocket.all[0].protocols, undefined);
+  c.close();
+});
+
+test("connect() while connected closes the old connection, of either transport", async () => {
+  for (const transport of ["websocket", "sse"]) {
+    const { c, es } = setupTransports({ transport, symbols: ["A"] });
+    await c.connect();
+    await c.connect();
+    const old = transport === "sse" ? es(0) : FakeSocket.all[0];
+    assert.ok(old.readyState >= 2, `${transport}: the first connection is closed`);
+    c.close();
+  }
 });
