@@ -93,7 +93,8 @@ async fn a_stream_has_welcome_subscribed_snapshots_ticks_and_resume_marks() {
     assert_eq!(snap.event.as_deref(), Some("tick"));
     assert_eq!(snap.json()["snapshot"], true);
     let mark = sse.next_block().await.unwrap();
-    assert!(mark.data.is_none() && mark.event.is_none());
+    assert_eq!(mark.event.as_deref(), Some("mark"));
+    assert_eq!(mark.json()["id"].as_str(), mark.id.as_deref());
     assert!(mark.id.unwrap().contains('-'));
     p.tick(json!({"symbol":"AAPL","bid":1.25}));
     let mut last = None;
@@ -140,7 +141,7 @@ async fn last_event_id_resumes_with_only_what_changed() {
         assert_eq!(t.json()["bid"], 2.0);
         // Next comes the mark, not another snapshot.
         let e = again.next_block().await.unwrap();
-        assert!(e.id.is_some() && e.event.is_none(), "{e:?}");
+        assert_eq!(e.event.as_deref(), Some("mark"), "{e:?}");
     }
     let other_epoch = format!("1-{}", resume.split_once('-').unwrap().1);
     let mut full = SseClient::open(s.addr, path, &[("Last-Event-ID", &other_epoch)]).await;
@@ -175,7 +176,6 @@ async fn bad_requests_and_tokens_are_refused_before_the_stream() {
     for (path, status) in [
         ("/sse", 400),
         ("/sse?symbols=", 400),
-        ("/sse?symbols=BAD%20NAME", 400),
         ("/sse?symbols=AAPL", 401),
     ] {
         let sse = SseClient::open(s.addr, path, &[]).await;
@@ -190,9 +190,25 @@ async fn bad_requests_and_tokens_are_refused_before_the_stream() {
         symbols,
     };
     let sign = |c| tickcast::auth::sign(SECRET.as_bytes(), &c);
+    // Symbols not entitled or not valid get `error` events, as over
+    // WebSocket, and the others stream (an EventSource cannot read a 403).
     let only_aapl = sign(claims("a", Some(vec!["AAPL".into()]), 60));
-    let sse = SseClient::open(s.addr, &format!("/sse?symbols=TSLA&token={only_aapl}"), &[]).await;
-    assert_eq!(sse.status, 403);
+    let mut sse = SseClient::open(
+        s.addr,
+        &format!("/sse?symbols=TSLA,BAD%20NAME,AAPL&token={only_aapl}"),
+        &[],
+    )
+    .await;
+    assert_eq!(sse.status, 200);
+    let mut last = None;
+    let sub = sse.until_event("subscribed", &mut last).await;
+    assert_eq!(sub.json()["symbols"], json!(["AAPL"]));
+    let mut codes = vec![
+        sse.until_event("error", &mut last).await.json()["code"].clone(),
+        sse.until_event("error", &mut last).await.json()["code"].clone(),
+    ];
+    codes.sort_by_key(|c| c.to_string());
+    assert_eq!(codes, vec![json!("forbidden"), json!("invalid_symbol")]);
     let ok = sign(claims("b", Some(vec!["AAPL".into()]), 60));
     let sse = SseClient::open(s.addr, &format!("/sse?symbols=AAPL&token={ok}"), &[]).await;
     assert_eq!(sse.status, 200);
@@ -215,9 +231,24 @@ async fn streams_count_as_connections() {
     let _a = SseClient::open(s.addr, "/sse?symbols=A", &[]).await;
     let _b = s.ws_welcomed().await;
     s.wait_metric("tickcast_connections", |v| v == 2.0).await;
-    let c = SseClient::open(s.addr, "/sse?symbols=A", &[]).await;
-    assert_eq!(c.status, 503);
-    assert!(c.head.to_ascii_lowercase().contains("retry-after"));
+    // Full: an EventSource would never retry after a 503, so the answer is
+    // a stream that says when to come back and ends.
+    let mut c = SseClient::open(s.addr, "/sse?symbols=A", &[]).await;
+    assert_eq!(c.status, 200);
+    let close = c.next_block().await.unwrap();
+    assert!((2000..10000).contains(&close.retry.unwrap()), "{close:?}");
+    assert_eq!(close.event.as_deref(), Some("close"));
+    assert_eq!(close.json()["code"], 1013);
+    assert!(close.json()["reason"]
+        .as_str()
+        .unwrap()
+        .contains("max-connections"));
+    assert!(c.next_block().await.is_none());
+    assert_eq!(
+        s.metric("tickcast_refused_total{reason=\"max_connections\"}")
+            .await,
+        1.0
+    );
     // A client that goes is noticed at once, not at the next keep-alive.
     drop(_a);
     s.wait_metric("tickcast_connections", |v| v == 1.0).await;

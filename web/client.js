@@ -109,7 +109,7 @@ export const SSE_REOPEN_DELAY_MS = 100;
 /** The longest /sse URL the client makes: proxies commonly refuse request lines over 8 KiB. */
 export const MAX_SSE_URL = 8000;
 /** Events of an SSE stream besides `error` (which EventSource also fires for a lost connection). */
-export const SSE_EVENTS = ["welcome", "subscribed", "unsubscribed", "tick", "pong", "close"];
+export const SSE_EVENTS = ["welcome", "subscribed", "unsubscribed", "tick", "pong", "close", "mark"];
 
 const SYMBOL = /^[A-Za-z0-9._:/-]{1,32}$/;
 const utf8 = new TextEncoder();
@@ -271,10 +271,15 @@ export function snapshotUrl(wsUrl, symbols = []) {
   return httpUrlNextTo(wsUrl, "snapshot") + symbolsQuery(symbols);
 }
 
-/** The /sse URL next to a /ws URL for `symbols`, with `token` as `?token=` when given. */
-export function sseUrl(wsUrl, symbols, token = null) {
-  const url = httpUrlNextTo(wsUrl, "sse") + symbolsQuery(symbols);
-  return token ? url + "&token=" + encodeURIComponent(token) : url;
+/**
+ * The /sse URL next to a /ws URL for `symbols`, with `token` as `?token=` when given, and
+ * `lastEventId` (a mark the stream sent) to resume from: only what changed since comes again.
+ */
+export function sseUrl(wsUrl, symbols, token = null, lastEventId = null) {
+  let url = httpUrlNextTo(wsUrl, "sse") + symbolsQuery(symbols);
+  if (token) url += "&token=" + encodeURIComponent(token);
+  if (lastEventId) url += "&lastEventId=" + encodeURIComponent(lastEventId);
+  return url;
 }
 
 /**
@@ -535,6 +540,7 @@ export class TickcastClient extends EventTarget {
     this.state = "idle";
     this.stopped = false;
     this.epoch = undefined;
+    this.mark = null;              // the last SSE mark {id, symbols}: where a reopened stream resumes
     this.timers = { retry: null, silence: null, pong: null, refresh: null, pace: null, open: null, reopen: null };
   }
 
@@ -622,7 +628,10 @@ export class TickcastClient extends EventTarget {
       this.conn = null;
       return this._setState("open", { transport: "sse" });
     }
-    const es = new this.ES(sseUrl(this.url, kept, token));
+    // A mark says "everything of the marked stream's symbols up to here": it resumes a
+    // stream of those symbols (or fewer), not one that adds any.
+    const resumable = this.mark && kept.every((sym) => this.mark.symbols.has(sym));
+    const es = new this.ES(sseUrl(this.url, kept, token, resumable ? this.mark.id : null));
     this._adopt(es);
     for (const type of SSE_EVENTS) es.addEventListener(type, (e) => this._onSseEvent(es, type, e.data));
     // A server `error` event has data; EventSource's own (the connection failed or was lost) has none.
@@ -789,6 +798,10 @@ export class TickcastClient extends EventTarget {
       payload = JSON.parse(data);
     } catch (e) {
       return this._emit("error", { code: "client", message: `an unreadable ${type} event from the server: ${e.message}` });
+    }
+    if (type === "mark") {
+      if (typeof payload?.id === "string") this.mark = { id: payload.id, symbols: new Set(this.streamSymbols) };
+      return;
     }
     // The server ends the stream: like a WebSocket close, and EventSource must not reconnect by itself.
     if (type === "close") {

@@ -8,7 +8,6 @@ use super::{authenticate, origin, query_param, reply, text, unavailable, AppStat
 use crate::admission::{ConnectionPermit, Full};
 use crate::metrics::{Refusal, UpgradeResult, METRICS};
 use crate::session::Identity;
-use crate::symbol;
 use crate::transport::{sse, ws};
 use bytes::Bytes;
 use hyper::body::Incoming;
@@ -83,6 +82,12 @@ pub fn upgrade(mut req: Request<Incoming>, state: &AppState) -> Reply {
 }
 
 /// `GET /sse?symbols=A,B`: a Server-Sent Events stream of those symbols.
+///
+/// A browser's EventSource never retries after an answer other than 200
+/// (and cannot read it), so "come back later" (shutdown, capacity) is a 200
+/// stream that says `retry` and ends with a `close` event; and symbols that
+/// are invalid or not entitled get `error` events, as over WebSocket, while
+/// the others stream.
 pub fn stream(req: &Request<Incoming>, state: &AppState) -> Reply {
     let symbols = match requested_symbols(req, state) {
         Ok(s) => s,
@@ -92,13 +97,16 @@ pub fn stream(req: &Request<Incoming>, state: &AppState) -> Reply {
     };
     let (permit, identity) = match admit(req, state, false) {
         Ok(admitted) => admitted,
+        Err(r)
+            if matches!(
+                r.status(),
+                StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS
+            ) =>
+        {
+            return come_back_later(&r, req)
+        }
         Err(r) => return *r,
     };
-    if let Identity::User(claims) = &identity {
-        if let Some(s) = symbols.iter().find(|s| !claims.allows(s)) {
-            return closing(text(StatusCode::FORBIDDEN, format!("not entitled to {s}")));
-        }
-    }
     // The browser's own reconnect sends the header; a client that reconnects
     // itself (with a fresh token in the URL) can only use the query.
     let last_event_id = req
@@ -119,12 +127,18 @@ pub fn stream(req: &Request<Incoming>, state: &AppState) -> Reply {
             .map(|c| c.fd),
     });
     METRICS.upgrade(UpgradeResult::Accepted);
+    let mut r = event_stream(req);
+    *r.body_mut() = Body::Stream(rx);
+    r
+}
+
+/// A 200 `text/event-stream` answer, its body to be set.
+fn event_stream(req: &Request<Incoming>) -> Reply {
     let mut r = reply(
         StatusCode::OK,
         "text/event-stream; charset=utf-8",
         Bytes::new(),
     );
-    *r.body_mut() = Body::Stream(rx);
     let h = r.headers_mut();
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     // nginx would otherwise buffer the stream.
@@ -133,18 +147,38 @@ pub fn stream(req: &Request<Incoming>, state: &AppState) -> Reply {
     r
 }
 
-/// The symbols of `?symbols=A,B`: valid names, at least one, within `--max-symbols`.
+/// A refusal an EventSource can act on: wait `Retry-After` (as `retry`),
+/// then come back; the `close` event says why (1013: try again later).
+fn come_back_later(refusal: &Reply, req: &Request<Incoming>) -> Reply {
+    let retry_s: u64 = refusal
+        .headers()
+        .get(header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok()?.parse().ok())
+        .unwrap_or(5);
+    let reason = match refusal.body() {
+        Body::Whole(Some(b)) => String::from_utf8_lossy(b).trim().to_string(),
+        _ => String::new(),
+    };
+    let close = serde_json::json!({"code": ws::close::TRY_AGAIN_LATER, "reason": reason});
+    let body = format!(
+        "retry: {}\nevent: close\ndata: {close}\n\n",
+        retry_s * 1000 + fastrand::u64(0..1000)
+    );
+    let mut r = event_stream(req);
+    *r.body_mut() = Body::whole(body);
+    closing(r)
+}
+
+/// The symbols of `?symbols=A,B`, at least one and within `--max-symbols`
+/// (each is checked by the session, which answers a bad one with `error`).
 fn requested_symbols(req: &Request<Incoming>, state: &AppState) -> Result<Vec<String>, String> {
     let list = query_param(req.uri().query(), "symbols").unwrap_or_default();
-    let mut symbols: Vec<String> = Vec::new();
-    for s in list.split(',').filter(|s| !s.is_empty()) {
-        if !symbol::is_valid(s) {
-            return Err(format!("`{s}` is not a symbol"));
-        }
-        if !symbols.iter().any(|held| held == s) {
-            symbols.push(s.to_string());
-        }
-    }
+    let mut seen = std::collections::HashSet::new();
+    let symbols: Vec<String> = list
+        .split(',')
+        .filter(|s| !s.is_empty() && seen.insert(*s))
+        .map(str::to_string)
+        .collect();
     let max = state.sessions.limits.max_symbols as usize;
     match symbols.len() {
         0 => Err("/sse needs ?symbols=A,B (at least one symbol)".into()),

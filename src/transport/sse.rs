@@ -15,17 +15,19 @@
 //! data: {"symbol":"AAPL","seq":1042,"bid":189.1,…,"snapshot":true}
 //!
 //! id: 1732400000000000-5567                     (resume point: epoch-gseq)
+//! event: mark
+//! data: {"id":"1732400000000000-5567"}
 //!
 //! : ping                                        (a comment: keeps proxies from closing)
 //! ```
 //!
-//! Resume: each batch ends with an `id` that says "this client holds every
-//! subscribed symbol's state up to this point" (the session writer's
-//! watermark over `gseq`). A browser sends it back as `Last-Event-ID` when it
-//! reconnects; the stream then sends snapshots only of the symbols that
-//! changed since, as long as the epoch is the same (otherwise all of them).
-//! An `id` line without data dispatches no event but moves the browser's
-//! last event id.
+//! Resume: each batch ends with a `mark` event whose `id` says "this client
+//! holds every subscribed symbol's state up to this point" (the session
+//! writer's watermark over `gseq`). A browser sends it back as
+//! `Last-Event-ID` when it reconnects (a client that reconnects by itself,
+//! with `?lastEventId=`); the stream then sends snapshots only of the symbols
+//! that changed since, as long as the epoch is the same (otherwise all of
+//! them). The mark is an event, with data, so that a page or a script sees it.
 //!
 //! The stream goes through hyper (an HTTP response body fed by a channel),
 //! so it works on any connection an HTTP request can arrive on.
@@ -123,7 +125,8 @@ impl Framing for SseFraming {
             return None;
         }
         self.marked = watermark;
-        Some(format!("id: {}\n\n", event_id(self.epoch, watermark)).into())
+        let id = event_id(self.epoch, watermark);
+        Some(format!("id: {id}\nevent: mark\ndata: {{\"id\":\"{id}\"}}\n\n").into())
     }
 }
 
@@ -223,10 +226,13 @@ mod tests {
     fn marks_only_move_forward() {
         let mut f = SseFraming::new(7);
         assert_eq!(f.mark(0), None);
-        assert_eq!(f.mark(5).unwrap(), Bytes::from("id: 7-5\n\n"));
+        assert_eq!(
+            f.mark(5).unwrap(),
+            Bytes::from("id: 7-5\nevent: mark\ndata: {\"id\":\"7-5\"}\n\n")
+        );
         assert_eq!(f.mark(5), None);
         assert_eq!(f.mark(4), None);
-        assert_eq!(f.mark(6).unwrap(), Bytes::from("id: 7-6\n\n"));
+        assert!(f.mark(6).unwrap().starts_with(b"id: 7-6\n"));
     }
 
     #[test]

@@ -662,6 +662,8 @@ pub struct SseClient {
     pub status: u16,
     pub head: String,
     ended: bool,
+    /// The body is chunked (a stream), or sent whole.
+    chunked: bool,
 }
 
 impl SseClient {
@@ -689,6 +691,9 @@ impl SseClient {
         };
         let head = String::from_utf8_lossy(&raw[..end]).into_owned();
         let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+        let chunked = head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked");
         SseClient {
             stream,
             raw: raw[end..].to_vec(),
@@ -696,11 +701,16 @@ impl SseClient {
             status,
             head,
             ended: false,
+            chunked,
         }
     }
 
     /// Moves whole chunks from `raw` to `body`.
     fn dechunk(&mut self) {
+        if !self.chunked {
+            self.body.append(&mut self.raw);
+            return;
+        }
         loop {
             let Some(line_end) = self.raw.windows(2).position(|w| w == b"\r\n") else {
                 return;

@@ -1196,3 +1196,27 @@ test("connect() while connected closes the old connection, of either transport",
     c.close();
   }
 });
+
+test("sse: a reconnect resumes from the last mark; a stream that adds symbols starts over", async () => {
+  const clock = new FakeClock();
+  const { getToken } = tokenSource(clock, 300);
+  const { c, es } = setupTransports({ transport: "sse", symbols: ["A", "B"], getToken }, clock);
+  await c.connect();
+  es(0).serverSends("welcome", sseWelcome());
+  es(0).serverSends("mark", { id: "1-42" });
+  assert.equal(new URL(es(0).url).searchParams.get("lastEventId"), null, "nothing to resume from yet");
+  es(0).serverSends("close", { code: 4401, reason: "token expired" });
+  await clock.advance(1000);
+  assert.equal(new URL(es(1).url).searchParams.get("lastEventId"), "1-42", "the same symbols: resume");
+  es(1).serverSends("welcome", sseWelcome());
+  c.unsubscribe(["B"]);
+  await clock.advance(200);
+  assert.deepEqual(es(2).symbols, ["A"]);
+  assert.equal(new URL(es(2).url).searchParams.get("lastEventId"), "1-42", "fewer symbols: still resumable");
+  es(2).serverSends("welcome", sseWelcome());
+  c.subscribe(["C"]);
+  await clock.advance(200);
+  assert.deepEqual(es(3).symbols, ["A", "C"]);
+  assert.equal(new URL(es(3).url).searchParams.get("lastEventId"), null, "C was never streamed: snapshots of all");
+  c.close();
+});

@@ -9,6 +9,9 @@ pub const UNSUPPORTED_DATA: u16 = 1003;
 pub const INVALID_PAYLOAD: u16 = 1007;
 pub const POLICY_VIOLATION: u16 = 1008;
 pub const TOO_BIG: u16 = 1009;
+/// Try again later (IANA): what an SSE stream refused for capacity or
+/// shutdown says in its `close` event.
+pub const TRY_AGAIN_LATER: u16 = 1013;
 pub const SLOW_CONSUMER: u16 = 4008;
 pub const UNAUTHORIZED: u16 = 4401;
 pub const RATE_LIMITED: u16 = 4429;
