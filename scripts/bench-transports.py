@@ -3,16 +3,16 @@
 
 For each mode — WebSocket+JSON, WebSocket+MessagePack, WebSocket+JSON over
 TLS (wss://), SSE — it starts the release binary with the synthetic feed
-(TLS with a self-signed certificate made by `openssl`), opens N idle
+(TLS with a self-signed certificate made by `openssl`), opens M idle
 connections and reads the growth of the server's RSS (per idle connection),
-then subscribes every connection to K symbols and, over the measurement,
+closes them, then opens N connections each subscribed to K symbols and, over the measurement,
 reads the server's own CPU seconds and delivered messages from /metrics
 (server CPU per delivered message) and counts the bytes of tick frames the
 clients receive (bytes per tick on the wire, headers included). The client
 is the same asyncio program for every mode, so the modes differ only by
 what the server does. Standard library, plus `msgpack` to check frames.
 
-    cargo build --release && scripts/bench-transports.py --connections 1000 --seconds 20
+    cargo build --release && scripts/bench-transports.py --connections 1000 --seconds 20 --idle-connections 5000
 """
 import argparse, asyncio, base64, json, os, re, resource, signal, ssl, subprocess, sys, tempfile, time
 
@@ -121,23 +121,36 @@ async def run_mode(mode, a, binary, cert_dir):
                 await asyncio.sleep(0.05)
         await asyncio.sleep(1.0)
         symbols = [t["symbol"] for t in json.loads(await http_get(port, "/snapshot", client_ctx))]
-        before_idle = rss_bytes(server.pid)
-        conns = []
-        sem = asyncio.Semaphore(100)
-        async def one(i):
-            async with sem:
-                source = f"127.0.0.{2 + i // 20000}"
-                if mode == "sse-json":
-                    conns.append(None)
-                    return
-                protocol = "tickcast.msgpack" if mode == "ws-msgpack" else None
-                conns.append(await open_ws(port, source, client_ctx, protocol))
-        if mode != "sse-json":
-            await asyncio.gather(*(one(i) for i in range(a.connections)))
+        idle_per_conn = None
+        if a.idle_connections:
+            before_idle = rss_bytes(server.pid)
+            idle, sem = [], asyncio.Semaphore(100)
+            protocol = "tickcast.msgpack" if mode == "ws-msgpack" else None
+            async def one(i):
+                async with sem:
+                    source = f"127.0.0.{2 + i // 20000}"
+                    if mode == "sse-json":
+                        # A stream of one name nobody publishes: idle, like an idle WebSocket.
+                        r, w = await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
+                        w.write(b"GET /sse?symbols=IDLE HTTP/1.1\r\nHost: localhost\r\n\r\n")
+                        await r.readuntil(b"\r\n\r\n")
+                        idle.append((r, w))
+                    else:
+                        idle.append(await open_ws(port, source, client_ctx, protocol))
+            await asyncio.gather(*(one(i) for i in range(a.idle_connections)))
+            await asyncio.sleep(2.0)
+            idle_per_conn = (rss_bytes(server.pid) - before_idle) / a.idle_connections
+            for _, w in idle:
+                w.close()
             await asyncio.sleep(1.0)
-            idle_per_conn = (rss_bytes(server.pid) - before_idle) / a.connections
-        else:
-            idle_per_conn = None
+        conns = []
+        if mode != "sse-json":
+            sem = asyncio.Semaphore(100)
+            protocol = "tickcast.msgpack" if mode == "ws-msgpack" else None
+            async def one(i):
+                async with sem:
+                    conns.append(await open_ws(port, f"127.0.0.{2 + i // 20000}", client_ctx, protocol))
+            await asyncio.gather(*(one(i) for i in range(a.connections)))
         counter = Counter()
         tasks = []
         rng = __import__("random").Random(1)
@@ -147,7 +160,7 @@ async def run_mode(mode, a, binary, cert_dir):
                 r, w = await asyncio.open_connection("127.0.0.1", port, local_addr=(f"127.0.0.{2 + i // 20000}", 0))
                 w.write(f"GET /sse?symbols={','.join(picks)} HTTP/1.1\r\nHost: localhost\r\n\r\n".encode())
                 tasks.append(asyncio.create_task(read_sse(r, counter)))
-                conns[i] = (r, w)
+                conns.append((r, w))
             else:
                 r, w = conns[i]
                 msg = json.dumps({"type": "subscribe", "id": 1, "payload": {"symbols": picks}}).encode()
@@ -180,6 +193,8 @@ async def run_mode(mode, a, binary, cert_dir):
 async def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--connections", type=int, default=1000)
+    ap.add_argument("--idle-connections", type=int, default=5000,
+                    help="connections opened and left idle to measure RSS per connection (0: skip)")
     ap.add_argument("--per-conn", type=int, default=5)
     ap.add_argument("--universe", type=int, default=100)
     ap.add_argument("--rate", type=float, default=1000)
