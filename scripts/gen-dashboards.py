@@ -95,7 +95,11 @@ def tickcast():
             [q(f'{rate("tickcast_feed_ticks_total")} / clamp_min({rate("tickcast_updates_total")}, 1e-9)', "ratio")],
             "none", width=6)
     b.panel("Messages to clients", [q(rate("tickcast_messages_sent_total"), "messages/s")], "ops", width=6)
-    b.panel("Dropped (slow consumers)", [q(rate("tickcast_dropped_total"), "drops/s")], "ops", width=24)
+    b.panel("Dropped (slow consumers)", [q(rate("tickcast_dropped_total"), "drops/s")], "ops", width=12)
+    b.panel("Frames per write", [q(
+        f'{rate("tickcast_frames_written_total")} / clamp_min({rate("tickcast_writes_total")}, 1e-9)',
+        "frames per write")], "none", width=12,
+        description="How many frames each write to a client carries (corking, --max-delay, raises it).")
     b.row("Latency")
     b.panel("Fan-out latency", quantiles("tickcast_fanout_latency_seconds"), "s", width=12,
             description="From an update's release by the coalescer to its write to the client's socket.")

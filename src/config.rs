@@ -281,6 +281,23 @@ pub struct ServeArgs {
           value_parser = crate::http::origin::Origins::parse)]
     pub allowed_origins: crate::http::origin::Origins,
 
+    /// Corking: how long a client's updates may wait so that several leave in
+    /// one write (0: each pass's updates at once). Bounds the added latency.
+    #[arg(long, env = "TICKCAST_MAX_DELAY", default_value = "0", value_name = "D",
+          value_parser = parse_duration_or_zero)]
+    pub max_delay: Duration,
+
+    /// Unsent bytes the kernel may hold per client socket (TCP_NOTSENT_LOWAT;
+    /// 0: no bound). Keeps a slow reader's backlog in its queue, where it is
+    /// conflated, rather than stale in the socket.
+    #[arg(
+        long,
+        env = "TICKCAST_NOTSENT_LOWAT",
+        default_value_t = 16384,
+        value_name = "BYTES"
+    )]
+    pub notsent_lowat: u32,
+
     /// Sessions (WebSocket or SSE) one client address may hold at once
     /// (0: no limit); beyond it, 429 with Retry-After.
     #[arg(
@@ -430,6 +447,14 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         return Err(format!("`{s}` is out of range: must be above zero"));
     }
     Ok(Duration::from_secs_f64(secs))
+}
+
+/// A duration as [`parse_duration`] reads it, or `0` (none).
+pub fn parse_duration_or_zero(s: &str) -> Result<Duration, String> {
+    if s.trim().trim_end_matches(|c: char| c.is_ascii_alphabetic()) == "0" {
+        return Ok(Duration::ZERO);
+    }
+    parse_duration(s)
 }
 
 /// A finite number above zero.

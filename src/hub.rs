@@ -90,6 +90,8 @@ pub enum Command {
         since: Vec<(String, u64)>,
         /// A stream resuming from a `gseq` (SSE's `Last-Event-ID`).
         after: Option<u64>,
+        /// At most one update per symbol per this long (`interval_ms`).
+        interval: Option<Duration>,
         errors: Vec<Message>,
     },
     /// The client's token was refreshed: end the subscriptions it no longer allows.
@@ -177,6 +179,10 @@ pub struct Hub {
     /// Writers to wake at the end of this pass: waking them only then lets a
     /// client's updates of one pass leave in one write.
     to_wake: Vec<Arc<Outbox>>,
+    /// Corking (`--max-delay`): how long listed writers may wait to be woken.
+    max_delay: Duration,
+    /// When the listed writers must be woken at the latest.
+    flush_at: Option<Instant>,
     /// Where this node's own releases also go (cluster ingest: to the bus).
     tap: Option<tokio::sync::mpsc::Sender<Update>>,
     /// Where first/last-client changes go (cluster edge with per-symbol interest).
@@ -200,6 +206,9 @@ pub struct Start {
     pub restored: Vec<Update>,
     /// First/last-client changes go here (cluster edge, per-symbol interest).
     pub interest: Option<tokio::sync::mpsc::UnboundedSender<Interest>>,
+    /// Corking: how long a client's updates may wait to leave together
+    /// (`--max-delay`; zero: at the end of every pass).
+    pub max_delay: Duration,
     /// `--max-feed-symbols`; `None`: no cap.
     pub max_feed_symbols: Option<usize>,
 }
@@ -219,6 +228,7 @@ pub fn spawn(
         hub.restore(u);
     }
     hub.tap = start.tap;
+    hub.max_delay = start.max_delay;
     hub.interest = start.interest;
     std::thread::Builder::new()
         .name("hub".into())
@@ -240,6 +250,8 @@ impl Hub {
             gseq: 0,
             releases: Vec::new(),
             to_wake: Vec::new(),
+            max_delay: Duration::ZERO,
+            flush_at: None,
             tap: None,
             interest: None,
             refreshing: HashSet::new(),
@@ -252,12 +264,13 @@ impl Hub {
     fn run(&mut self, ticks: Receiver<Batch>, commands: Receiver<Command>) {
         let mut ticks = ticks;
         loop {
-            let timeout = self
-                .coalescer
-                .next_deadline()
-                .map_or(Duration::from_secs(1), |d| {
-                    d.saturating_duration_since(Instant::now())
-                });
+            let next = [self.coalescer.next_deadline(), self.flush_at]
+                .into_iter()
+                .flatten()
+                .min();
+            let timeout = next.map_or(Duration::from_secs(1), |d| {
+                d.saturating_duration_since(Instant::now())
+            });
             crossbeam_channel::select! {
                 recv(ticks) -> batch => match batch {
                     Ok(batch) => {
@@ -280,7 +293,25 @@ impl Hub {
                 default(timeout) => {}
             }
             self.release_due();
+            self.flush(Instant::now());
+        }
+    }
+
+    /// Wakes the writers listed in this pass — at once, or (corking, with
+    /// `--max-delay`) once the oldest update waiting for them has waited
+    /// that long, so that a client's updates of several passes leave in one
+    /// write. One deadline for the whole node, no timer per connection.
+    pub fn flush(&mut self, now: Instant) {
+        if self.max_delay.is_zero() {
+            return self.wake_writers();
+        }
+        if self.to_wake.is_empty() {
+            return;
+        }
+        let due = *self.flush_at.get_or_insert(now + self.max_delay);
+        if now >= due {
             self.wake_writers();
+            self.flush_at = None;
         }
     }
 
@@ -483,8 +514,9 @@ impl Hub {
                 symbols,
                 since,
                 after,
+                interval,
                 errors,
-            } => self.subscribe(client, id, symbols, since, after, errors),
+            } => self.subscribe(client, id, symbols, since, after, interval, errors),
             Command::Reauthorize { client, id, claims } => self.reauthorize(client, id, &claims),
             Command::Unsubscribe {
                 client,
@@ -506,6 +538,7 @@ impl Hub {
         symbols: Vec<String>,
         since: Vec<(String, u64)>,
         after: Option<u64>,
+        interval: Option<Duration>,
         errors: Vec<Message>,
     ) {
         let Some(c) = self.clients.get(&client) else {
@@ -563,6 +596,7 @@ impl Hub {
             reply.symbols.push(SubscribedSymbol {
                 slot: entry.slot.clone(),
                 since,
+                interval,
             });
         }
         let waiting: HashSet<u32> = reply
@@ -794,6 +828,7 @@ mod tests {
             symbols: symbols.iter().map(|s| s.to_string()).collect(),
             since: vec![],
             after: None,
+            interval: None,
             errors: vec![],
         });
     }

@@ -56,6 +56,11 @@ pub struct HttpLimits {
     pub unacknowledged: Duration,
     /// TLS on this listener (`--tls-cert`, `--tls-key`).
     pub tls: Option<Arc<crate::tls::Tls>>,
+    /// Unsent bytes the kernel may hold for a client (TCP_NOTSENT_LOWAT; 0:
+    /// the kernel's default, no bound). Beyond it a write waits, and a slow
+    /// reader's backlog stays in its queue, where it is conflated, instead of
+    /// growing stale in the socket.
+    pub notsent_lowat: u32,
 }
 
 pub fn listen(addr: SocketAddr, reuse_port: bool) -> std::io::Result<std::net::TcpListener> {
@@ -137,6 +142,9 @@ async fn serve_connection(
         let _ = sock.set_send_buffer_size(limits.send_buffer as usize);
     }
     let _ = sock.set_tcp_user_timeout(Some(limits.unacknowledged));
+    if limits.notsent_lowat > 0 {
+        set_notsent_lowat(&stream, limits.notsent_lowat);
+    }
     let info = ConnInfo {
         peer: stream
             .peer_addr()
@@ -172,6 +180,21 @@ async fn serve_connection(
                 .with_upgrades()
                 .await;
         }
+    }
+}
+
+fn set_notsent_lowat(stream: &TcpStream, bytes: u32) {
+    use std::os::fd::AsRawFd;
+    let value = bytes as libc::c_int;
+    // SAFETY: setsockopt reads an int from a valid pointer for the call.
+    unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_NOTSENT_LOWAT,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
     }
 }
 

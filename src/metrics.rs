@@ -342,6 +342,9 @@ pub struct Metrics {
     pub client_errors: [Counter; crate::protocol::ErrorCode::ALL.len()],
     pub handshakes: Gauge,
     pub max_connections: Gauge,
+    // Corking: how many frames each write carries.
+    pub writes: Counter,
+    pub frames_written: Counter,
 }
 
 /// The process-wide metrics.
@@ -364,6 +367,8 @@ pub static METRICS: Metrics = Metrics {
     client_errors: [const { Counter::new() }; crate::protocol::ErrorCode::ALL.len()],
     handshakes: Gauge::new(),
     max_connections: Gauge::new(),
+    writes: Counter::new(),
+    frames_written: Counter::new(),
 };
 
 impl Metrics {
@@ -668,6 +673,24 @@ fn render_refusals(out: &mut String) {
         "The --max-connections limit in force.",
     );
     let _ = writeln!(out, "tickcast_max_connections {}", m.max_connections.get());
+    header(
+        out,
+        "tickcast_writes_total",
+        "counter",
+        "Writes to client connections (one writev of whatever was pending).",
+    );
+    let _ = writeln!(out, "tickcast_writes_total {}", m.writes.get());
+    header(
+        out,
+        "tickcast_frames_written_total",
+        "counter",
+        "Frames those writes completed; divided by tickcast_writes_total: frames per write.",
+    );
+    let _ = writeln!(
+        out,
+        "tickcast_frames_written_total {}",
+        m.frames_written.get()
+    );
 }
 
 /// `process_*` metrics as the Prometheus client libraries define them.

@@ -78,6 +78,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), StartError> {
     };
     // The ingest goes on from the last values in the bucket, and taps its releases to the bus.
     let mut start = hub::Start {
+        max_delay: args.max_delay,
         max_feed_symbols: Some(args.max_feed_symbols as usize),
         ..hub::Start::default()
     };
@@ -206,6 +207,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), StartError> {
         queue: args.queue,
         close_on_overflow: args.slow_consumer == SlowConsumer::Close,
         auth_timeout: args.auth_timeout,
+        window: args.coalesce,
         close_grace: args.drain_timeout,
     };
     let admission = listener::admission(
@@ -259,6 +261,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), StartError> {
         max_header_size: args.max_header_size as usize,
         send_buffer: args.send_buffer,
         unacknowledged: args.ping_interval + args.pong_timeout,
+        notsent_lowat: args.notsent_lowat,
         tls: None,
     };
     for (listener, routes) in listeners {

@@ -89,8 +89,10 @@ pub fn upgrade(mut req: Request<Incoming>, state: &AppState) -> Reply {
 /// are invalid or not entitled get `error` events, as over WebSocket, while
 /// the others stream.
 pub fn stream(req: &Request<Incoming>, state: &AppState) -> Reply {
-    let symbols = match requested_symbols(req, state) {
-        Ok(s) => s,
+    let asked =
+        requested_symbols(req, state).and_then(|s| Ok((s, requested_interval(req, state)?)));
+    let (symbols, interval) = match asked {
+        Ok(asked) => asked,
         Err(message) => {
             return refused(Refusal::BadRequest, text(StatusCode::BAD_REQUEST, message))
         }
@@ -121,6 +123,7 @@ pub fn stream(req: &Request<Incoming>, state: &AppState) -> Reply {
         permit,
         symbols,
         last_event_id,
+        interval,
         fd: req
             .extensions()
             .get::<crate::listener::ConnInfo>()
@@ -185,6 +188,18 @@ fn requested_symbols(req: &Request<Incoming>, state: &AppState) -> Result<Vec<St
         n if n > max => Err(format!("{n} symbols: at most {max} per stream")),
         _ => Ok(symbols),
     }
+}
+
+/// `?interval_ms=`: at most one update per symbol per that long.
+fn requested_interval(
+    req: &Request<Incoming>,
+    state: &AppState,
+) -> Result<Option<Duration>, String> {
+    let ms = query_param(req.uri().query(), "interval_ms")
+        .map(|ms| ms.parse::<u64>())
+        .transpose()
+        .map_err(|_| "interval_ms must be a number of ms".to_string())?;
+    crate::session::conn::pace(state.sessions.limits.window, None, ms).map_err(|e| e.message)
 }
 
 /// What both doors check, in this order: shutdown and role (503), origin

@@ -17,6 +17,8 @@ pub enum ClientMessage {
         id: Option<i64>,
         symbols: Vec<String>,
         since: Vec<(String, u64)>,
+        /// At most one update per symbol per this many ms (`interval_ms`).
+        interval_ms: Option<u64>,
     },
     Unsubscribe {
         id: Option<i64>,
@@ -173,7 +175,18 @@ fn interpret(value: &BorrowedValue) -> Result<ClientMessage, RequestError> {
                         )
                     })?,
             };
-            Ok(ClientMessage::Subscribe { id, symbols, since })
+            let interval_ms = match present(payload.and_then(|p| p.get("interval_ms"))) {
+                None => None,
+                Some(v) => Some(v.as_u64().ok_or_else(|| {
+                    bad(id, "payload.interval_ms must be an integer number of ms")
+                })?),
+            };
+            Ok(ClientMessage::Subscribe {
+                id,
+                symbols,
+                since,
+                interval_ms,
+            })
         }
         "unsubscribe" => Ok(ClientMessage::Unsubscribe {
             id,
@@ -216,7 +229,8 @@ mod tests {
             Ok(ClientMessage::Subscribe {
                 id: Some(1),
                 symbols: vec!["AAPL".into(), "MSFT".into()],
-                since: vec![("AAPL".into(), 1041)]
+                since: vec![("AAPL".into(), 1041)],
+                interval_ms: None
             })
         );
         assert_eq!(
@@ -270,6 +284,10 @@ mod tests {
         );
         assert_eq!(
             code(r#"{"id":6,"type":"subscribe","payload":{"symbols":[1]}}"#),
+            (Some(6), ErrorCode::BadRequest)
+        );
+        assert_eq!(
+            code(r#"{"id":6,"type":"subscribe","payload":{"symbols":["A"],"interval_ms":1.5}}"#),
             (Some(6), ErrorCode::BadRequest)
         );
         assert_eq!(

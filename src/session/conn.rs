@@ -25,6 +25,9 @@ use bytes::Bytes;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// The longest `interval_ms` a subscription may ask for.
+pub const MAX_INTERVAL: Duration = Duration::from_secs(3600);
+
 /// Error replies (other than `rate_limited`) a connection may earn before it is closed with 1008.
 pub const MAX_PROTOCOL_ERRORS: u32 = 20;
 
@@ -234,8 +237,17 @@ impl Conn {
             return self.error(e);
         }
         match message {
-            ClientMessage::Subscribe { id, symbols, since } => {
-                if let Some(errors) = self.subscribe(id, symbols, since, None) {
+            ClientMessage::Subscribe {
+                id,
+                symbols,
+                since,
+                interval_ms,
+            } => {
+                let interval = match pace(self.ctx.limits.window, id, interval_ms) {
+                    Ok(interval) => interval,
+                    Err(e) => return self.error(e),
+                };
+                if let Some(errors) = self.subscribe(id, symbols, since, None, interval) {
                     if !errors {
                         return;
                     }
@@ -270,6 +282,7 @@ impl Conn {
         symbols: Vec<String>,
         since: Vec<(String, u64)>,
         after: Option<u64>,
+        interval: Option<Duration>,
     ) -> Option<bool> {
         if let Identity::AwaitingAuth = self.identity {
             return None;
@@ -318,6 +331,7 @@ impl Conn {
             symbols: accepted,
             since,
             after,
+            interval,
             errors,
         });
         Some(refused)
@@ -439,6 +453,32 @@ impl Conn {
             self.next_ping = now + self.ping_every;
         }
     }
+}
+
+/// The per-client interval a subscription asks for (`interval_ms`): at
+/// least the coalescing `window` (updates never come faster than that
+/// anyway), at most [`MAX_INTERVAL`].
+pub fn pace(
+    window: Duration,
+    id: Option<i64>,
+    interval_ms: Option<u64>,
+) -> Result<Option<Duration>, RequestError> {
+    let Some(ms) = interval_ms else {
+        return Ok(None);
+    };
+    let interval = Duration::from_millis(ms);
+    if interval < window || interval > MAX_INTERVAL {
+        return Err(RequestError::new(
+            id,
+            ErrorCode::BadRequest,
+            format!(
+                "interval_ms must be from {} (the coalescing window) to {}",
+                window.as_millis(),
+                MAX_INTERVAL.as_millis()
+            ),
+        ));
+    }
+    Ok(Some(interval))
 }
 
 /// `AAPL` or `AAPL, MSFT` for a message, with the verb agreeing.

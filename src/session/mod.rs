@@ -45,6 +45,8 @@ pub struct Limits {
     pub queue: u32,
     pub close_on_overflow: bool,
     pub auth_timeout: Duration,
+    /// The coalescing window: the shortest `interval_ms` a subscription may ask for.
+    pub window: Duration,
     /// How long a closing connection waits for its close frame to leave and
     /// for the client's answer.
     pub close_grace: Duration,

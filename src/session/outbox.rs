@@ -33,6 +33,8 @@ pub const CONTROL_LIMIT: usize = 256;
 pub struct SubscribedSymbol {
     pub slot: Arc<SymbolSlot>,
     pub since: Option<u64>,
+    /// At most one update of it per this long for this client (`interval_ms`).
+    pub interval: Option<std::time::Duration>,
 }
 
 /// Work for the writer that must not be dropped, in the order it was queued.

@@ -28,7 +28,7 @@
 
 use super::outbox::{Control, Outbox};
 use crate::clock::now_us;
-use crate::latest::{published, SymbolSlot};
+use crate::latest::{published, Latest, SymbolSlot};
 use crate::metrics::{DisconnectReason, LocalHistogram, METRICS};
 use crate::protocol::Message;
 use crate::transport::link::Link;
@@ -37,13 +37,25 @@ use bytes::{Buf, Bytes};
 use std::collections::{HashMap, VecDeque};
 use std::future::poll_fn;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// A subscribed symbol as this client has seen it.
 struct Sub {
     slot: Arc<SymbolSlot>,
     /// `seq` of the last tick written for it (0: none yet).
     last_seq: u64,
+    /// A subscription with `interval_ms`: conflated on the way out.
+    pace: Option<Box<Pace>>,
+}
+
+/// At most one update of a symbol per `every` for this client: an update
+/// that comes sooner waits (replacing any that waited before it), and the
+/// latest one always leaves when its turn comes.
+struct Pace {
+    every: Duration,
+    /// When the next update may leave.
+    next: Instant,
+    waiting: Option<Arc<Latest>>,
 }
 
 /// Frames waiting for the link.
@@ -63,21 +75,25 @@ impl Pending {
         self.frames.is_empty()
     }
 
-    fn advance(&mut self, mut n: usize) {
+    /// Drops the first `n` bytes written; returns how many frames they finished.
+    fn advance(&mut self, mut n: usize) -> u64 {
+        let mut finished = 0;
         while n > 0 {
             let Some(front) = self.frames.front_mut() else {
-                return;
+                break;
             };
             if n >= front.len() {
                 n -= front.len();
                 self.frames.pop_front();
                 self.mid_frame = false;
+                finished += 1;
             } else {
                 front.advance(n);
                 self.mid_frame = true;
                 n = 0;
             }
         }
+        finished
     }
 
     /// Writes everything; cancel-safe (progress is kept in `self`).
@@ -87,7 +103,9 @@ impl Pending {
             if n == 0 {
                 return Err(std::io::ErrorKind::WriteZero.into());
             }
-            self.advance(n);
+            let finished = self.advance(n);
+            METRICS.writes.inc();
+            METRICS.frames_written.add(finished);
         }
         Ok(())
     }
@@ -101,6 +119,9 @@ struct Writer {
     pending: Pending,
     /// See the module doc: everything up to this `gseq` is with the client.
     watermark: u64,
+    /// Paced updates waiting for their turn, and the soonest turn.
+    paced_waiting: usize,
+    next_turn: Option<Instant>,
 }
 
 /// Ends the connection when the writer ends, however it ends (a panic
@@ -140,6 +161,8 @@ pub async fn run(
         subs: HashMap::new(),
         pending: Pending::default(),
         watermark: 0,
+        paced_waiting: 0,
+        next_turn: None,
     };
     serve(w, guard.link, grace).await;
     guard.done = true;
@@ -184,7 +207,17 @@ async fn serve(mut w: Writer, link: &mut dyn Link, grace: Duration) {
             w.pending.frames = VecDeque::new();
         }
         if !woken {
-            w.outbox.signal.wait().await;
+            match w.next_turn {
+                None => w.outbox.signal.wait().await,
+                Some(at) => {
+                    // Paced updates wait for their turn: the only timer a
+                    // writer has, and only while one waits.
+                    tokio::select! {
+                        _ = w.outbox.signal.wait() => {}
+                        _ = tokio::time::sleep_until(at.into()) => {}
+                    }
+                }
+            }
         }
     }
 }
@@ -230,10 +263,22 @@ impl Writer {
                     }
                     // Every value read below is at least as new as this.
                     let seen = published();
+                    let now = Instant::now();
                     for s in &symbols {
                         let sub = self.subs.entry(s.slot.id).or_insert_with(|| Sub {
                             slot: s.slot.clone(),
                             last_seq: 0,
+                            pace: None,
+                        });
+                        // The request's interval from now on (none: every update).
+                        let waiting = sub.pace.as_mut().and_then(|p| p.waiting.take());
+                        self.paced_waiting -= usize::from(waiting.is_some());
+                        sub.pace = s.interval.map(|every| {
+                            Box::new(Pace {
+                                every,
+                                next: now + every,
+                                waiting: None,
+                            })
                         });
                         let Some(current) = s.slot.latest.load_full() else {
                             continue;
@@ -257,7 +302,10 @@ impl Writer {
                     reason,
                 } => {
                     for slot in &symbols {
-                        self.subs.remove(&slot.id);
+                        if let Some(sub) = self.subs.remove(&slot.id) {
+                            let waited = sub.pace.is_some_and(|p| p.waiting.is_some());
+                            self.paced_waiting -= usize::from(waited);
+                        }
                     }
                     let symbols = symbols.iter().map(|s| s.name.to_string()).collect();
                     self.message(&Message::Unsubscribed {
@@ -276,6 +324,7 @@ impl Writer {
     /// re-sends the current state of symbols whose updates were dropped.
     fn take_ticks(&mut self) {
         let now = now_us();
+        let instant = Instant::now();
         let mut latency = LocalHistogram::default();
         let mut sent = 0u64;
         let dropped = self.outbox.take_resync();
@@ -294,10 +343,12 @@ impl Writer {
             };
             if tick.seq() > sub.last_seq {
                 sub.last_seq = tick.seq();
-                latency.observe_us(now.saturating_sub(tick.state.pub_us));
-                let frame = self.framing.tick(&sub.slot.name, &tick, false);
-                self.pending.push(frame);
-                sent += 1;
+                if let Some(tick) = offer(sub, tick, instant, &mut self.paced_waiting) {
+                    latency.observe_us(now.saturating_sub(tick.state.pub_us));
+                    let frame = self.framing.tick(&sub.slot.name, &tick, false);
+                    self.pending.push(frame);
+                    sent += 1;
+                }
             }
         }
         if !dropped && self.outbox.resync_pending() {
@@ -313,23 +364,64 @@ impl Writer {
                 };
                 if current.seq() > sub.last_seq {
                     sub.last_seq = current.seq();
-                    latency.observe_us(now.saturating_sub(current.state.pub_us));
-                    let frame = self.framing.tick(&sub.slot.name, &current, false);
-                    self.pending.push(frame);
-                    sent += 1;
+                    if let Some(current) = offer(sub, current, instant, &mut self.paced_waiting) {
+                        latency.observe_us(now.saturating_sub(current.state.pub_us));
+                        let frame = self.framing.tick(&sub.slot.name, &current, false);
+                        self.pending.push(frame);
+                        sent += 1;
+                    }
                 }
             }
             self.watermark = self.watermark.max(seen);
         }
+        sent += self.release_paced(instant, now, &mut latency);
         if sent > 0 {
             METRICS.messages_sent.add(sent);
             METRICS.fanout_latency.merge(&latency);
         }
     }
 
-    /// Lets the transport note the watermark after this batch.
+    /// Sends the paced updates whose turn has come, and notes the next turn.
+    fn release_paced(&mut self, instant: Instant, now: u64, latency: &mut LocalHistogram) -> u64 {
+        self.next_turn = None;
+        if self.paced_waiting == 0 {
+            return 0;
+        }
+        let mut sent = 0;
+        for sub in self.subs.values_mut() {
+            let Some(pace) = sub.pace.as_mut() else {
+                continue;
+            };
+            if pace.waiting.is_none() {
+                continue;
+            }
+            if pace.next <= instant {
+                let tick = pace.waiting.take().expect("checked above");
+                pace.next = instant + pace.every;
+                self.paced_waiting -= 1;
+                latency.observe_us(now.saturating_sub(tick.state.pub_us));
+                let frame = self.framing.tick(&sub.slot.name, &tick, false);
+                self.pending.push(frame);
+                sent += 1;
+            } else {
+                self.next_turn = Some(self.next_turn.map_or(pace.next, |t| t.min(pace.next)));
+            }
+        }
+        sent
+    }
+
+    /// Lets the transport note the watermark after this batch: never past
+    /// an update still waiting for its turn (the client does not have it).
     fn mark(&mut self) {
-        if let Some(frame) = self.framing.mark(self.watermark) {
+        let mut watermark = self.watermark;
+        if self.paced_waiting > 0 {
+            for sub in self.subs.values() {
+                if let Some(w) = sub.pace.as_ref().and_then(|p| p.waiting.as_ref()) {
+                    watermark = watermark.min(w.state.gseq.saturating_sub(1));
+                }
+            }
+        }
+        if let Some(frame) = self.framing.mark(watermark) {
             self.pending.push(frame);
         }
     }
@@ -361,6 +453,27 @@ impl Writer {
         .await;
         link.close().await;
     }
+}
+
+/// A newer update of `sub`: back to go out now, or (paced) kept to wait for
+/// its turn — in place of any update that waited before it.
+fn offer(
+    sub: &mut Sub,
+    tick: Arc<Latest>,
+    now: Instant,
+    waiting: &mut usize,
+) -> Option<Arc<Latest>> {
+    let Some(pace) = sub.pace.as_mut() else {
+        return Some(tick);
+    };
+    if now >= pace.next && pace.waiting.is_none() {
+        pace.next = now + pace.every;
+        return Some(tick);
+    }
+    if pace.waiting.replace(tick).is_none() {
+        *waiting += 1;
+    }
+    None
 }
 
 /// Ends the connection without a close: a clean end after whole frames, a

@@ -152,6 +152,8 @@ pub struct Stream {
     pub last_event_id: Option<String>,
     /// The socket the stream goes out on, watched for the client hanging up.
     pub fd: Option<std::os::fd::RawFd>,
+    /// At most one update per symbol per this long (`?interval_ms=`).
+    pub interval: Option<std::time::Duration>,
 }
 
 /// Starts a stream; returns what its HTTP response body reads.
@@ -174,7 +176,9 @@ pub fn start(s: Stream) -> tokio::sync::mpsc::Receiver<Bytes> {
         Box::new(link),
         heartbeat,
     );
-    started.conn.subscribe(None, s.symbols, Vec::new(), after);
+    started
+        .conn
+        .subscribe(None, s.symbols, Vec::new(), after, s.interval);
     let watch = s.fd.and_then(super::peer_watch::watch);
     tokio::spawn(drive(started, watch));
     rx
