@@ -81,19 +81,7 @@ pub enum Command {
     Remote(Update),
     Register(Arc<Outbox>),
     Unregister(u64),
-    /// Symbols are valid and entitled (checked by the session); `errors`
-    /// (for the symbols the session refused) follow the `subscribed` reply.
-    Subscribe {
-        client: u64,
-        id: Option<i64>,
-        symbols: Vec<String>,
-        since: Vec<(String, u64)>,
-        /// A stream resuming from a `gseq` (SSE's `Last-Event-ID`).
-        after: Option<u64>,
-        /// At most one update per symbol per this long (`interval_ms`).
-        interval: Option<Duration>,
-        errors: Vec<Message>,
-    },
+    Subscribe(Subscribe),
     /// The client's token was refreshed: end the subscriptions it no longer allows.
     Reauthorize {
         client: u64,
@@ -110,6 +98,20 @@ pub enum Command {
         code: u16,
         reason: &'static str,
     },
+}
+
+/// A client's `subscribe`, its symbols already checked by the session
+/// (valid, entitled); `errors` (for those it refused) follow the reply.
+pub struct Subscribe {
+    pub client: u64,
+    pub id: Option<i64>,
+    pub symbols: Vec<String>,
+    pub since: Vec<(String, u64)>,
+    /// A stream resuming from a `gseq` (SSE's `Last-Event-ID`).
+    pub after: Option<u64>,
+    /// At most one update per symbol per this long (`interval_ms`).
+    pub interval: Option<Duration>,
+    pub errors: Vec<Message>,
 }
 
 /// The sending side, cloned into every session.
@@ -508,15 +510,7 @@ impl Hub {
                     }
                 }
             }
-            Command::Subscribe {
-                client,
-                id,
-                symbols,
-                since,
-                after,
-                interval,
-                errors,
-            } => self.subscribe(client, id, symbols, since, after, interval, errors),
+            Command::Subscribe(request) => self.subscribe(request),
             Command::Reauthorize { client, id, claims } => self.reauthorize(client, id, &claims),
             Command::Unsubscribe {
                 client,
@@ -531,16 +525,16 @@ impl Hub {
         }
     }
 
-    fn subscribe(
-        &mut self,
-        client: u64,
-        id: Option<i64>,
-        symbols: Vec<String>,
-        since: Vec<(String, u64)>,
-        after: Option<u64>,
-        interval: Option<Duration>,
-        errors: Vec<Message>,
-    ) {
+    fn subscribe(&mut self, request: Subscribe) {
+        let Subscribe {
+            client,
+            id,
+            symbols,
+            since,
+            after,
+            interval,
+            errors,
+        } = request;
         let Some(c) = self.clients.get(&client) else {
             return;
         };
@@ -822,7 +816,7 @@ mod tests {
     }
 
     fn subscribe(hub: &mut Hub, client: u64, symbols: &[&str]) {
-        hub.on_command(Command::Subscribe {
+        hub.on_command(Command::Subscribe(Subscribe {
             client,
             id: Some(1),
             symbols: symbols.iter().map(|s| s.to_string()).collect(),
@@ -830,7 +824,7 @@ mod tests {
             after: None,
             interval: None,
             errors: vec![],
-        });
+        }));
     }
 
     #[test]

@@ -325,7 +325,7 @@ impl Conn {
             .into_iter()
             .filter(|(s, _)| seen.contains(s) && symbol::is_valid(s))
             .collect();
-        self.ctx.hub.send(Command::Subscribe {
+        self.ctx.hub.send(Command::Subscribe(crate::hub::Subscribe {
             client: self.outbox.id,
             id,
             symbols: accepted,
@@ -333,7 +333,7 @@ impl Conn {
             after,
             interval,
             errors,
-        });
+        }));
         Some(refused)
     }
 
