@@ -13,36 +13,70 @@ use crate::transport::ws::frame::{Flow, Frame, FrameDecoder};
 /// The message limit the frame target decodes under.
 const MAX_MESSAGE: usize = 4096;
 
+/// Most bytes a decoder may hold between reads: a whole fragmented message
+/// so far and one incomplete frame — a data frame's header and what fits
+/// the message (14 + the rest of the limit), or a control frame in the middle
+/// of a full message (6 + 125).
+const MAX_HELD: usize = MAX_MESSAGE + 6 + 125;
+
 /// Client frames, split into reads at the sizes the first bytes choose: no
-/// panic, and the decoder never holds more than one message and one header.
+/// panic, the decoder never holds more than [`MAX_HELD`], every close code
+/// it reports may be sent and every ping is a control frame's size, and the
+/// frames (and the error, if any) are the same as when the bytes come in one
+/// read.
 pub fn frame_decoder(data: &[u8]) {
-    let (sizes, mut stream) = data.split_at(data.len().min(4));
+    let (sizes, stream) = data.split_at(data.len().min(4));
+    let split = decode(stream, |i| {
+        (sizes.get(i % sizes.len().max(1)).copied().unwrap_or(64) as usize).max(1)
+    });
+    let whole = decode(stream, |_| usize::MAX);
+    assert_eq!(split, whole, "the split changed what was decoded");
+}
+
+/// What a decoder makes of `stream` read `size(i)` bytes at a time: the
+/// frames and, if one came, the error.
+fn decode(stream: &[u8], size: impl Fn(usize) -> usize) -> (Vec<String>, Option<String>) {
+    use crate::transport::ws::close::is_sendable_close_code;
     let mut decoder = FrameDecoder::new(MAX_MESSAGE);
-    let mut i = 0;
-    while !stream.is_empty() {
-        let size = (sizes.get(i % sizes.len().max(1)).copied().unwrap_or(64) as usize).max(1);
-        let (chunk, rest) = stream.split_at(size.min(stream.len()));
-        stream = rest;
+    let mut frames = Vec::new();
+    let (mut rest, mut i) = (stream, 0);
+    while !rest.is_empty() {
+        let (chunk, after) = rest.split_at(size(i).min(rest.len()));
+        rest = after;
         i += 1;
         let mut chunk = chunk.to_vec();
         let result = decoder.feed(&mut chunk, &mut |frame| {
-            if let Frame::Text(t) = frame {
-                assert!(t.len() <= MAX_MESSAGE, "a message over the limit");
-                if let Ok(text) = std::str::from_utf8(t) {
-                    let _ = crate::protocol::parse_client_message(text);
+            frames.push(match frame {
+                Frame::Text(t) => {
+                    assert!(t.len() <= MAX_MESSAGE, "a message over the limit");
+                    if let Ok(text) = std::str::from_utf8(t) {
+                        let _ = crate::protocol::parse_client_message(text);
+                    }
+                    format!("text {t:?}")
                 }
-            }
+                Frame::Ping(p) => {
+                    assert!(p.len() <= 125, "a ping of {} bytes", p.len());
+                    format!("ping {p:?}")
+                }
+                Frame::Close(code) => {
+                    assert!(code.is_none_or(is_sendable_close_code), "close {code:?}");
+                    format!("close {code:?}")
+                }
+                Frame::Pong => "pong".into(),
+                Frame::Fragment => "fragment".into(),
+            });
             Flow::Continue
         });
         assert!(
-            decoder.held() <= MAX_MESSAGE + 14,
+            decoder.held() <= MAX_HELD,
             "the decoder holds {} bytes",
             decoder.held()
         );
-        if result.is_err() {
-            return;
+        if let Err(e) = result {
+            return (frames, Some(format!("{e:?}")));
         }
     }
+    (frames, None)
 }
 
 /// A client's text message: parsed or refused with a reason, never a panic.
@@ -95,14 +129,37 @@ pub fn token(data: &[u8]) {
         }
         let _ = auth::bearer_token(t);
     }
+    let check = |claims: &auth::Claims, how: TokenUse| {
+        assert!(claims.exp > NOW && !claims.sub.is_empty());
+        let soon = NOW + auth::LEEWAY_SECS;
+        assert!(claims.nbf.is_none_or(|n| n <= soon) && claims.iat.is_none_or(|i| i <= soon));
+        if how == TokenUse::Query {
+            assert!(claims.jti.is_some());
+            let from = claims.iat.unwrap_or(NOW);
+            assert!(
+                claims.exp - from <= auth::MAX_QUERY_TOKEN_TTL,
+                "a query token lives too long"
+            );
+        }
+    };
     let split = data.iter().position(|b| *b == 0).unwrap_or(data.len());
     let (header, body) = data.split_at(split);
     let signed = auth::sign_parts(SECRET, header, body.get(1..).unwrap_or_default());
     for how in [TokenUse::Header, TokenUse::Query, TokenUse::Message] {
         if let Ok(claims) = a.check(&signed, NOW, how) {
-            assert!(claims.exp > NOW && !claims.sub.is_empty());
-            if how == TokenUse::Query {
-                assert!(claims.jti.is_some());
+            check(&claims, how);
+        }
+    }
+    // Once accepted, a token with a jti is refused on every path.
+    let fresh = Authenticator::new(Some(SECRET.to_vec()));
+    if let Ok(claims) = fresh.verify(&signed, NOW, TokenUse::Header) {
+        check(&claims, TokenUse::Header);
+        if claims.jti.is_some() {
+            for how in [TokenUse::Header, TokenUse::Query, TokenUse::Message] {
+                assert!(
+                    fresh.verify(&signed, NOW, how).is_err(),
+                    "a jti accepted twice"
+                );
             }
         }
     }

@@ -17,20 +17,7 @@ const MIN_CORPUS_FILES: usize = 20;
 /// Crash inputs in `fuzz/regressions/<target>/` that still panic, with why
 /// (fuzz/README.md, "Open findings"). Each is expected to panic until fixed;
 /// once it does not, remove it here and it guards the fix like the others.
-const OPEN: &[(&str, &str, &str)] = &[
-    (
-        "feed_line",
-        "overlong-line-in-one-read",
-        "LineSplitter hands a complete line over MAX_LINE to on_line when it \
-         arrives in one read (parse_line then rejects it as too_long)",
-    ),
-    (
-        "frame_decoder",
-        "whole-message-then-partial-ping",
-        "a full fragmented message plus a partial control frame is held, \
-         up to MAX_MESSAGE + 130 bytes; the entry point allows MAX_MESSAGE + 14",
-    ),
-];
+const OPEN: &[(&str, &str, &str)] = &[];
 
 fn fuzz_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz")
