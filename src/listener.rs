@@ -35,12 +35,27 @@ const LISTEN_BACKLOG: i32 = 4096;
 const MAX_REFUSING: usize = 256;
 
 /// What is known of the connection a request came on (in its extensions).
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone)]
 pub struct ConnInfo {
     /// The TCP peer (a client, or a proxy in front of it).
     pub peer: SocketAddr,
     /// The socket, open as long as the request's connection is.
     pub fd: std::os::fd::RawFd,
+    /// The connection's place among those in their HTTP phase: a request
+    /// that turns it into a stream (SSE) gives it back.
+    pub handshake: Arc<std::sync::Mutex<Option<HandshakePermit>>>,
+}
+
+impl ConnInfo {
+    /// The connection is a client's stream now, no longer in its HTTP phase.
+    pub fn end_handshake(&self) {
+        drop(
+            self.handshake
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take(),
+        );
+    }
 }
 
 /// How connections on a listener are served.
@@ -134,7 +149,7 @@ async fn serve_connection(
     state: Arc<AppState>,
     routes: Routes,
     limits: HttpLimits,
-    _permit: HandshakePermit,
+    permit: HandshakePermit,
 ) {
     let _ = stream.set_nodelay(true);
     let sock = socket2::SockRef::from(&stream);
@@ -150,9 +165,10 @@ async fn serve_connection(
             .peer_addr()
             .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0))),
         fd: std::os::fd::AsRawFd::as_raw_fd(&stream),
+        handshake: Arc::new(std::sync::Mutex::new(Some(permit))),
     };
     let service = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-        req.extensions_mut().insert(info);
+        req.extensions_mut().insert(info.clone());
         http::handle(req, state.clone(), routes)
     });
     let mut builder = http1::Builder::new();

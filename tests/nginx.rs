@@ -923,7 +923,7 @@ impl<S: AsyncRead + Unpin> Sse<S> {
         loop {
             let e = self.next_block().await;
             if let Some(id) = e.id.clone() {
-                assert!(e.event.is_none(), "{e:?}");
+                assert_eq!(e.event.as_deref(), Some("mark"), "{e:?}");
                 return id;
             }
         }

@@ -304,3 +304,24 @@ async fn a_stalled_stream_catches_up_on_the_latest_values() {
         );
     }
 }
+
+/// An open stream is a client's session, not a connection in its HTTP
+/// phase: streams do not use up the handshake places.
+#[tokio::test]
+async fn streams_do_not_hold_handshake_places() {
+    let s = tcp_feed(&["--max-handshakes", "2"]);
+    let mut streams = Vec::new();
+    for _ in 0..4 {
+        let sse = SseClient::open(s.addr, "/sse?symbols=A", &[]).await;
+        assert_eq!(sse.status, 200);
+        streams.push(sse);
+    }
+    s.wait_metric("tickcast_connections", |v| v == 4.0).await;
+    assert_eq!(s.get("/healthz").await.0, 200);
+    s.ws_welcomed().await;
+    // And a stream that goes is let go at once, however its end is seen.
+    for _ in 0..4 {
+        drop(streams.pop());
+    }
+    s.wait_metric("tickcast_connections", |v| v == 0.0).await;
+}

@@ -17,8 +17,13 @@ pub type Chunks = Box<dyn FnMut() -> Option<Bytes> + Send>;
 pub enum Body {
     Whole(Option<Bytes>),
     Chunked(Chunks),
-    /// Frames from a session's writer (an SSE stream), as they come.
-    Stream(tokio::sync::mpsc::Receiver<Bytes>),
+    /// Frames from a session's writer (an SSE stream), as they come; the
+    /// sender tells the session, by being dropped with the body, that hyper
+    /// is done with it (the client left).
+    Stream(
+        tokio::sync::mpsc::Receiver<Bytes>,
+        tokio::sync::oneshot::Sender<()>,
+    ),
 }
 
 impl Body {
@@ -38,7 +43,7 @@ impl hyper::body::Body for Body {
         let next = match self.get_mut() {
             Body::Whole(bytes) => bytes.take(),
             Body::Chunked(next) => next(),
-            Body::Stream(rx) => match rx.poll_recv(cx) {
+            Body::Stream(rx, _) => match rx.poll_recv(cx) {
                 Poll::Ready(next) => next,
                 Poll::Pending => return Poll::Pending,
             },
@@ -54,7 +59,7 @@ impl hyper::body::Body for Body {
         match self {
             Body::Whole(Some(b)) => SizeHint::with_exact(b.len() as u64),
             Body::Whole(None) => SizeHint::with_exact(0),
-            Body::Chunked(_) | Body::Stream(_) => SizeHint::default(),
+            Body::Chunked(_) | Body::Stream(..) => SizeHint::default(),
         }
     }
 }

@@ -117,21 +117,22 @@ pub fn stream(req: &Request<Incoming>, state: &AppState) -> Reply {
         .and_then(|v| v.to_str().ok())
         .map(str::to_string)
         .or_else(|| query_param(req.uri().query(), "lastEventId"));
-    let rx = sse::start(sse::Stream {
+    let info = req.extensions().get::<crate::listener::ConnInfo>();
+    if let Some(info) = info {
+        info.end_handshake();
+    }
+    let (rx, gone) = sse::start(sse::Stream {
         ctx: state.sessions.clone(),
         identity,
         permit,
         symbols,
         last_event_id,
         interval,
-        fd: req
-            .extensions()
-            .get::<crate::listener::ConnInfo>()
-            .map(|c| c.fd),
+        fd: info.map(|c| c.fd),
     });
     METRICS.upgrade(UpgradeResult::Accepted);
     let mut r = event_stream(req);
-    *r.body_mut() = Body::Stream(rx);
+    *r.body_mut() = Body::Stream(rx, gone);
     r
 }
 

@@ -156,8 +156,14 @@ pub struct Stream {
     pub interval: Option<std::time::Duration>,
 }
 
-/// Starts a stream; returns what its HTTP response body reads.
-pub fn start(s: Stream) -> tokio::sync::mpsc::Receiver<Bytes> {
+/// Starts a stream; returns what its HTTP response body reads, and what the
+/// body drops when hyper is done with it.
+pub fn start(
+    s: Stream,
+) -> (
+    tokio::sync::mpsc::Receiver<Bytes>,
+    tokio::sync::oneshot::Sender<()>,
+) {
     let (link, rx) = ChannelLink::new(CHANNEL_FRAMES);
     let epoch = s.ctx.epoch();
     let after = s
@@ -180,13 +186,18 @@ pub fn start(s: Stream) -> tokio::sync::mpsc::Receiver<Bytes> {
         .conn
         .subscribe(None, s.symbols, Vec::new(), after, s.interval);
     let watch = s.fd.and_then(super::peer_watch::watch);
-    tokio::spawn(drive(started, watch));
-    rx
+    let (dropped, body_gone) = tokio::sync::oneshot::channel();
+    tokio::spawn(drive(started, watch, body_gone));
+    (rx, dropped)
 }
 
 /// Runs the stream's timers (keep-alives, token expiry) until it ends: the
 /// client goes (hyper drops the body, the writer ends) or the server closes.
-async fn drive(mut s: session::Started, watch: Option<super::peer_watch::Watch>) {
+async fn drive(
+    mut s: session::Started,
+    watch: Option<super::peer_watch::Watch>,
+    mut body_gone: tokio::sync::oneshot::Receiver<()>,
+) {
     let ended = s.outbox.clone();
     let hung_up = async {
         match &watch {
@@ -204,6 +215,12 @@ async fn drive(mut s: session::Started, watch: Option<super::peer_watch::Watch>)
                 break;
             }
             _ = &mut hung_up => {
+                s.outbox.abort(DisconnectReason::Client);
+                break;
+            }
+            // hyper dropped the response body: the connection is over (it
+            // may have seen the client leave before our watch did).
+            _ = &mut body_gone => {
                 s.outbox.abort(DisconnectReason::Client);
                 break;
             }
