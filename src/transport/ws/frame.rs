@@ -49,17 +49,27 @@ pub fn frame(opcode: u8, payload: &[u8]) -> Bytes {
 }
 
 /// A complete unmasked frame whose payload `write` appends: written once,
-/// after room for the longest header, which is then filled in place (no copy).
+/// after room for a header of up to 4 bytes (payloads under 64 KiB: every
+/// tick), which is then filled in place — no copy, no second allocation. A
+/// longer payload (a reply listing thousands of symbols) is copied once.
 pub fn frame_with(opcode: u8, write: impl FnOnce(&mut Vec<u8>)) -> Bytes {
-    const ROOM: usize = 10;
+    const ROOM: usize = 4;
     let mut buf = Vec::with_capacity(200);
-    buf.resize(ROOM, 0);
+    buf.extend_from_slice(&[0; ROOM]);
     write(&mut buf);
     let len = buf.len() - ROOM;
-    let mut header = BytesMut::with_capacity(ROOM);
-    put_header(&mut header, opcode, len);
-    let start = ROOM - header.len();
-    buf[start..ROOM].copy_from_slice(&header);
+    let start = if len < 126 {
+        buf[2] = 0x80 | opcode;
+        buf[3] = len as u8;
+        2
+    } else if len <= u16::MAX as usize {
+        buf[0] = 0x80 | opcode;
+        buf[1] = 126;
+        buf[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+        0
+    } else {
+        return frame(opcode, &buf[ROOM..]);
+    };
     let mut frame = Bytes::from(buf);
     // `advance` only moves the start; `split_to` would allocate a shared header.
     frame.advance(start);

@@ -54,6 +54,12 @@ impl Framing for WsFraming {
     }
 
     fn encode_tick(&self, symbol: &str, latest: &Latest, snapshot: bool) -> Bytes {
+        if self.encoding == crate::encoding::JSON {
+            // The default, on the hot path: no dynamic dispatch.
+            return frame_with(OP_TEXT, |buf| {
+                crate::encoding::json::put_tick(buf, symbol, &latest.state, snapshot)
+            });
+        }
         frame_with(self.opcode(), |buf| {
             ENCODINGS[self.encoding].tick(symbol, &latest.state, snapshot, buf)
         })
