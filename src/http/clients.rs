@@ -54,13 +54,16 @@ pub fn upgrade(mut req: Request<Incoming>, state: &AppState) -> Reply {
         let Ok(upgraded) = on_upgrade.await else {
             return;
         };
+        // Each kind of stream is served by a task of its own, sized for it:
+        // this one ends here, and holds nothing for the session's life.
         let upgraded = match upgraded.downcast::<TokioIo<TcpStream>>() {
             Ok(parts) => {
                 let a = ws::Accepted {
                     already_read: parts.read_buf,
                     ..accepted
                 };
-                return ws::serve_tcp(a, parts.io.into_inner()).await;
+                tokio::spawn(ws::serve_tcp(a, parts.io.into_inner()));
+                return;
             }
             Err(upgraded) => upgraded,
         };
@@ -72,7 +75,7 @@ pub fn upgrade(mut req: Request<Incoming>, state: &AppState) -> Reply {
                 };
                 let stream = parts.io.into_inner();
                 let fd = crate::tls::raw_fd(&stream);
-                ws::serve_stream(a, stream, fd).await
+                tokio::spawn(ws::serve_stream(a, stream, fd));
             }
             Err(_) => crate::warn!("an upgraded connection of an unknown kind"),
         }
