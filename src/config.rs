@@ -282,9 +282,10 @@ pub struct ServeArgs {
     pub allowed_origins: crate::http::origin::Origins,
 
     /// Corking: how long a client's updates may wait so that several leave in
-    /// one write (0: each pass's updates at once). Bounds the added latency.
-    #[arg(long, env = "TICKCAST_MAX_DELAY", default_value = "0", value_name = "D",
-          value_parser = parse_duration_or_zero)]
+    /// one write (0: each pass's updates at once; at most 1s). Bounds the
+    /// added latency; the first updates after a quiet spell leave at once.
+    #[arg(long, env = "TICKCAST_MAX_DELAY", default_value = "10ms", value_name = "D",
+          value_parser = parse_max_delay)]
     pub max_delay: Duration,
 
     /// Unsent bytes the kernel may hold per client socket (TCP_NOTSENT_LOWAT;
@@ -455,6 +456,16 @@ pub fn parse_duration_or_zero(s: &str) -> Result<Duration, String> {
         return Ok(Duration::ZERO);
     }
     parse_duration(s)
+}
+
+/// `--max-delay`: a duration up to one second, or `0`. Corking longer than
+/// that would hold updates past the coalescing promise for nothing.
+pub fn parse_max_delay(s: &str) -> Result<Duration, String> {
+    let d = parse_duration_or_zero(s)?;
+    if d > Duration::from_secs(1) {
+        return Err(format!("`{s}` is too long: at most 1s (0: no corking)"));
+    }
+    Ok(d)
 }
 
 /// A finite number above zero.

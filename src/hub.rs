@@ -185,6 +185,8 @@ pub struct Hub {
     max_delay: Duration,
     /// When the listed writers must be woken at the latest.
     flush_at: Option<Instant>,
+    /// When writers were last woken (corking's leading edge).
+    flushed_at: Option<Instant>,
     /// Where this node's own releases also go (cluster ingest: to the bus).
     tap: Option<tokio::sync::mpsc::Sender<Update>>,
     /// Where first/last-client changes go (cluster edge with per-symbol interest).
@@ -254,6 +256,7 @@ impl Hub {
             to_wake: Vec::new(),
             max_delay: Duration::ZERO,
             flush_at: None,
+            flushed_at: None,
             tap: None,
             interest: None,
             refreshing: HashSet::new(),
@@ -300,9 +303,13 @@ impl Hub {
     }
 
     /// Wakes the writers listed in this pass — at once, or (corking, with
-    /// `--max-delay`) once the oldest update waiting for them has waited
-    /// that long, so that a client's updates of several passes leave in one
-    /// write. One deadline for the whole node, no timer per connection.
+    /// `--max-delay`) at most once per that delay: the first updates after
+    /// a quiet spell leave at once (the leading edge: a quiet node adds no
+    /// latency), and what comes within the delay after a wake-up waits for
+    /// the next one, so that a client's updates of several passes leave in
+    /// one write. An update waits at most the delay. One deadline for the
+    /// whole node, no timer per connection; under load the wake-ups fall on
+    /// a grid of that period, which lines every client's updates up.
     pub fn flush(&mut self, now: Instant) {
         if self.max_delay.is_zero() {
             return self.wake_writers();
@@ -310,10 +317,14 @@ impl Hub {
         if self.to_wake.is_empty() {
             return;
         }
-        let due = *self.flush_at.get_or_insert(now + self.max_delay);
+        let due = *self.flush_at.get_or_insert_with(|| match self.flushed_at {
+            Some(at) => at + self.max_delay,
+            None => now,
+        });
         if now >= due {
             self.wake_writers();
             self.flush_at = None;
+            self.flushed_at = Some(now);
         }
     }
 

@@ -28,6 +28,8 @@ fn bad_flags_and_values_exit_2_naming_them() {
         (&["--slow-consumer", "maybe"], "--slow-consumer"),
         (&["--listen", "nowhere"], "--listen"),
         (&["--rate", "0"], "--rate"),
+        (&["--max-delay", "2s"], "--max-delay"),
+        (&["--max-delay", "1x"], "--max-delay"),
         (
             &[
                 "--feed",

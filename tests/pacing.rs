@@ -132,6 +132,34 @@ async fn an_sse_stream_may_be_paced_too() {
     );
 }
 
+/// With `--max-delay`, the first update after a quiet spell leaves at once
+/// (the leading edge): corking costs a quiet node no latency.
+#[tokio::test]
+async fn corking_lets_the_first_update_after_quiet_leave_at_once() {
+    let s = Server::start(&[
+        "--feed",
+        "tcp://127.0.0.1:0",
+        "--coalesce",
+        "1ms",
+        "--max-delay",
+        "1s",
+    ]);
+    let mut c = s.ws_welcomed().await;
+    c.subscribe(1, &["Q1", "Q2"]).await;
+    let mut p = s.publisher();
+    for (i, sym) in ["Q1", "Q2"].iter().enumerate() {
+        p.tick(json!({"symbol":sym,"bid":i as f64 + 1.0}));
+        let t = c.expect_type("tick").await;
+        let age = now_us().saturating_sub(t["payload"]["pub"].as_u64().unwrap());
+        if i == 0 {
+            assert!(age < 500_000, "the leading update waited {age} µs");
+        } else {
+            // The next one, right after a wake-up, waits for the delay.
+            assert!(age >= 500_000, "the second update waited only {age} µs");
+        }
+    }
+}
+
 /// With `--max-delay`, a client's updates of several passes leave in one
 /// write, and none waits longer than the delay (plus scheduling).
 #[tokio::test]

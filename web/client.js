@@ -62,6 +62,12 @@
 //                     The server's keep-alives are comments, which EventSource does not show: a
 //                     silently dead stream is not noticed (no ping/pong as over WebSocket).
 //
+// Rates (option `intervalMs`): at most one update per symbol per that many ms, for a mobile page
+// or a dashboard that repaints once a second. The server conflates on the way out (`interval_ms`
+// in every subscribe, `?interval_ms=` on an SSE stream): the latest value always arrives, only
+// the ones in between are skipped. It must be from the server's coalescing window (100 ms by
+// default) to 3,600,000; a value outside gets an `error` `bad_request` and nothing subscribed.
+//
 // Encodings (option `encoding`, WebSocket only; SSE is always JSON):
 //   "json" (default)  text frames of JSON.
 //   "msgpack"         asks for the subprotocol `tickcast.msgpack`: every server message comes as a
@@ -159,10 +165,11 @@ export function maxMessageOf(welcome) {
  * `since` ({symbol: seq}, or null for none) goes into the message carrying the
  * symbol; `nextId()` numbers the messages. A symbol always fits alone when it
  * is valid and `maxBytes` is anything sensible (a message of one symbol is
- * about 120 bytes at most).
+ * about 120 bytes at most). With `intervalMs`, every message asks for at most
+ * one update per symbol per that many ms (`interval_ms`).
  */
-export function chunkSubscribe(symbols, since, maxBytes, nextId) {
-  return chunkSymbols("subscribe", symbols, since, maxBytes, nextId);
+export function chunkSubscribe(symbols, since, maxBytes, nextId, intervalMs = null) {
+  return chunkSymbols("subscribe", symbols, since, maxBytes, nextId, intervalMs);
 }
 
 /** `unsubscribe` messages for `symbols`, each at most `maxBytes` bytes serialized. */
@@ -170,13 +177,13 @@ export function chunkUnsubscribe(symbols, maxBytes, nextId) {
   return chunkSymbols("unsubscribe", symbols, null, maxBytes, nextId);
 }
 
-function chunkSymbols(type, symbols, since, maxBytes, nextId) {
+function chunkSymbols(type, symbols, since, maxBytes, nextId, intervalMs = null) {
   const chunks = [];
   let chunk = null;
   for (const symbol of symbols) {
     const seq = since && Object.hasOwn(since, symbol) ? since[symbol] : undefined;
     if (chunk === null || chunk.bytes + entryBytes(chunk, symbol, seq) > maxBytes) {
-      chunk = emptyChunk(type, nextId(), since !== null && since !== undefined);
+      chunk = emptyChunk(type, nextId(), since !== null && since !== undefined, intervalMs);
       chunks.push(chunk);
     }
     chunk.bytes += entryBytes(chunk, symbol, seq);
@@ -189,8 +196,9 @@ function chunkSymbols(type, symbols, since, maxBytes, nextId) {
   return chunks.map((c) => c.msg);
 }
 
-function emptyChunk(type, id, withSince) {
+function emptyChunk(type, id, withSince, intervalMs) {
   const msg = { type, id, payload: withSince ? { symbols: [], since: {} } : { symbols: [] } };
+  if (intervalMs !== null && intervalMs !== undefined) msg.payload.interval_ms = intervalMs;
   return { msg, bytes: byteLength(JSON.stringify(msg)), sinceCount: 0 };
 }
 
@@ -275,9 +283,10 @@ export function snapshotUrl(wsUrl, symbols = []) {
  * The /sse URL next to a /ws URL for `symbols`, with `token` as `?token=` when given, and
  * `lastEventId` (a mark the stream sent) to resume from: only what changed since comes again.
  */
-export function sseUrl(wsUrl, symbols, token = null, lastEventId = null) {
+export function sseUrl(wsUrl, symbols, token = null, lastEventId = null, intervalMs = null) {
   let url = httpUrlNextTo(wsUrl, "sse") + symbolsQuery(symbols);
   if (token) url += "&token=" + encodeURIComponent(token);
+  if (intervalMs !== null && intervalMs !== undefined) url += "&interval_ms=" + intervalMs;
   if (lastEventId) url += "&lastEventId=" + encodeURIComponent(lastEventId);
   return url;
 }
@@ -286,8 +295,8 @@ export function sseUrl(wsUrl, symbols, token = null, lastEventId = null) {
  * The leading `symbols` whose /sse URL (with `token`) stays within `maxLength`
  * characters, and the rest: {kept, dropped}.
  */
-export function fitSseSymbols(wsUrl, symbols, token = null, maxLength = MAX_SSE_URL) {
-  let length = sseUrl(wsUrl, [], token).length;
+export function fitSseSymbols(wsUrl, symbols, token = null, maxLength = MAX_SSE_URL, intervalMs = null) {
+  let length = sseUrl(wsUrl, [], token, null, intervalMs).length;
   let n = 0;
   for (; n < symbols.length; n++) {
     length += encodeURIComponent(symbols[n]).length + (n > 0 ? 1 : 0);
@@ -489,11 +498,14 @@ export class TickcastClient extends EventTarget {
    *                                  every connect, every refresh and every refusal probe
    * @param {"auto"|"websocket"|"sse"} [o.transport]  "auto": WebSocket, falling back to SSE when it cannot get through
    * @param {"json"|"msgpack"} [o.encoding]  what the WebSocket carries (SSE is JSON)
+   * @param {number|null} [o.intervalMs] at most one update per symbol per this many ms (`interval_ms`;
+   *                                  from the server's coalescing window, 100 by default, to 3,600,000);
+   *                                  null (default): every update
    * @param {number} [o.pingAfterMs]  send a `ping` after this long without a message (30 s; WebSocket only)
    * @param {number} [o.pongTimeoutMs] treat the connection as dead without a `pong` by then (10 s)
    * @param {number} [o.openTimeoutMs] a connection not open (SSE: welcomed) by then has failed (10 s)
    */
-  constructor({ url, symbols = [], getToken = null, transport = "auto", encoding = "json",
+  constructor({ url, symbols = [], getToken = null, transport = "auto", encoding = "json", intervalMs = null,
                 pingAfterMs = 30000, pongTimeoutMs = 10000, openTimeoutMs = OPEN_TIMEOUT_MS,
                 WebSocket: WS = globalThis.WebSocket, EventSource: ES = globalThis.EventSource,
                 fetch = (...a) => globalThis.fetch(...a),
@@ -502,12 +514,16 @@ export class TickcastClient extends EventTarget {
     super();
     if (!TRANSPORTS.includes(transport)) throw new TypeError(`transport must be one of ${TRANSPORTS.join(", ")}, not ${transport}`);
     if (!ENCODINGS.includes(encoding)) throw new TypeError(`encoding must be one of ${ENCODINGS.join(", ")}, not ${encoding}`);
+    if (intervalMs !== null && !(Number.isInteger(intervalMs) && intervalMs > 0)) {
+      throw new TypeError(`intervalMs must be a positive integer (ms) or null, not ${intervalMs}`);
+    }
     this.url = url;
     this.symbols = new Set(symbols);
     this.getToken = getToken;
     this.transportOption = transport;
     this.transport = transport === "sse" ? "sse" : "websocket"; // of the current (or next) connection
     this.encoding = encoding;
+    this.intervalMs = intervalMs;
     this.pingAfterMs = pingAfterMs;
     this.pongTimeoutMs = pongTimeoutMs;
     this.openTimeoutMs = openTimeoutMs;
@@ -614,7 +630,7 @@ export class TickcastClient extends EventTarget {
   }
 
   _openSse(token) {
-    const { kept, dropped } = fitSseSymbols(this.url, [...this.symbols], token);
+    const { kept, dropped } = fitSseSymbols(this.url, [...this.symbols], token, MAX_SSE_URL, this.intervalMs);
     if (dropped.length) {
       this._forget(dropped);
       this._emit("error", { code: "too_many_symbols", symbols: dropped,
@@ -631,7 +647,7 @@ export class TickcastClient extends EventTarget {
     // A mark says "everything of the marked stream's symbols up to here": it resumes a
     // stream of those symbols (or fewer), not one that adds any.
     const resumable = this.mark && kept.every((sym) => this.mark.symbols.has(sym));
-    const es = new this.ES(sseUrl(this.url, kept, token, resumable ? this.mark.id : null));
+    const es = new this.ES(sseUrl(this.url, kept, token, resumable ? this.mark.id : null, this.intervalMs));
     this._adopt(es);
     for (const type of SSE_EVENTS) es.addEventListener(type, (e) => this._onSseEvent(es, type, e.data));
     // A server `error` event has data; EventSource's own (the connection failed or was lost) has none.
@@ -677,7 +693,7 @@ export class TickcastClient extends EventTarget {
       if (fresh.length) this._reopenSoon();
       return;
     }
-    if (this._isOpen()) this._sendAll(chunkSubscribe(fresh, null, this.maxMessage, () => this.nextId++));
+    if (this._isOpen()) this._sendAll(chunkSubscribe(fresh, null, this.maxMessage, () => this.nextId++, this.intervalMs));
   }
 
   unsubscribe(symbols) {
@@ -865,7 +881,7 @@ export class TickcastClient extends EventTarget {
     this._setState("open", { transport: this.transport });
     if (this.transport === "websocket") {
       const symbols = this._valid([...this.symbols]);
-      this._sendAll(chunkSubscribe(symbols, this.book.since(symbols), this.maxMessage, () => this.nextId++));
+      this._sendAll(chunkSubscribe(symbols, this.book.since(symbols), this.maxMessage, () => this.nextId++, this.intervalMs));
     } else if (this.streamSymbols.join(",") !== [...this.symbols].join(",")) {
       this._reopenSoon(); // the watch-list changed while the stream was opening
     }

@@ -389,6 +389,8 @@ fn scrape_servers(args: &Args) -> Vec<ServerFigures> {
                 connections: value("tickcast_connections"),
                 messages_sent: value("tickcast_messages_sent_total"),
                 dropped: value("tickcast_dropped_total"),
+                writes: value("tickcast_writes_total"),
+                frames_written: value("tickcast_frames_written_total"),
             })
         })
         .collect()
@@ -406,6 +408,8 @@ fn server_deltas(before: Vec<ServerFigures>, after: Vec<ServerFigures>) -> Vec<S
                 cpu_seconds: a.cpu_seconds - b.cpu_seconds,
                 messages_sent: a.messages_sent - b.messages_sent,
                 dropped: a.dropped - b.dropped,
+                writes: a.writes - b.writes,
+                frames_written: a.frames_written - b.frames_written,
                 ..a
             }
         })

@@ -13,6 +13,20 @@ pub struct ServerFigures {
     pub connections: f64,
     pub messages_sent: f64,
     pub dropped: f64,
+    /// Socket writes and the frames they completed (frames per write: corking).
+    pub writes: f64,
+    pub frames_written: f64,
+}
+
+impl ServerFigures {
+    /// Frames per socket write during the measurement (0: no write).
+    pub fn frames_per_write(&self) -> f64 {
+        if self.writes > 0.0 {
+            self.frames_written / self.writes
+        } else {
+            0.0
+        }
+    }
 }
 
 pub struct Run {
@@ -83,6 +97,7 @@ impl Run {
                 "rss_per_connection_bytes": if s.connections > 0.0 { s.rss_bytes / s.connections } else { 0.0 },
                 "messages_sent": s.messages_sent,
                 "dropped": s.dropped,
+                "frames_per_write": s.frames_per_write(),
             })).collect::<Vec<_>>(),
             "feed": self.feed_sent.as_ref().map(|m| json!({"ticks_sent": m.values().sum::<u64>()})),
             "workers": self.workers.iter().map(|(pid, src, est)| json!({"pid": pid, "source_addr": src.join(","), "established": est})).collect::<Vec<_>>(),
@@ -152,8 +167,8 @@ impl Run {
                 0.0
             };
             s += &format!(
-                "server       {}: CPU {:.2} s ({:.2} µs per message sent), RSS {:.1} MiB ({:.2} KiB per connection), {} dropped\n",
-                sv.url, sv.cpu_seconds, per_msg, sv.rss_bytes / 1048576.0, per_conn, sv.dropped
+                "server       {}: CPU {:.2} s ({:.2} µs per message sent), RSS {:.1} MiB ({:.2} KiB per connection), {} dropped, {:.2} frames per write\n",
+                sv.url, sv.cpu_seconds, per_msg, sv.rss_bytes / 1048576.0, per_conn, sv.dropped, sv.frames_per_write()
             );
         }
         s += &format!(

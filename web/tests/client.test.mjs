@@ -254,6 +254,36 @@ function refusedByServer(times, rate = 10, burst = 20) {
   return refused;
 }
 
+test("chunkSubscribe with intervalMs: every message carries interval_ms and stays within the limit", () => {
+  const symbols = names(300, 16);
+  let id = 1;
+  const since = { [symbols[5]]: 42 };
+  const messages = chunkSubscribe(symbols, since, 1024, () => id++, 250);
+  assert.ok(messages.length > 1);
+  assert.ok(messages.every((m) => m.payload.interval_ms === 250 && bytesOf(m) <= 1024));
+  assertCovers(messages, symbols, since);
+  assert.ok(chunkSubscribe(symbols, null, 1024, () => id++).every((m) => !("interval_ms" in m.payload)), "none when not asked for");
+});
+
+test("intervalMs goes into every subscribe, the resubscribe after a reconnect too; a bad one is refused here", async () => {
+  const { c, clock } = setup({ symbols: ["A", "B"], intervalMs: 1000 });
+  await c.connect();
+  const first = FakeSocket.all[0];
+  first.serverSays({ type: "welcome", payload: { epoch: 1 } });
+  assert.deepEqual(first.sent[0].payload, { symbols: ["A", "B"], since: {}, interval_ms: 1000 });
+  c.subscribe(["C"]);
+  assert.deepEqual(first.sent.at(-1).payload, { symbols: ["C"], interval_ms: 1000 });
+  first.serverCloses(1006);
+  await clock.advance(0);
+  const second = FakeSocket.all[1];
+  second.serverSays({ type: "welcome", payload: { epoch: 1 } });
+  assert.equal(second.sent[0].payload.interval_ms, 1000);
+  c.close();
+  for (const bad of [0, -5, 2.5, "250", NaN]) {
+    assert.throws(() => new TickcastClient({ url: "ws://x/ws", intervalMs: bad }), TypeError, `intervalMs ${bad}`);
+  }
+});
+
 test("resubscribes with since after a reconnect, and forgets seqs when the epoch changes", async () => {
   const { c, clock, events } = setup({ symbols: ["A", "B"] });
   await c.connect();
@@ -771,6 +801,7 @@ test("SSE URL next to the WebSocket URL, with symbols and token; snapshot URL wi
   assert.equal(sseUrl("ws://127.0.0.1:8080/ws", ["AAPL", "FX:EUR/USD"]), "http://127.0.0.1:8080/sse?symbols=AAPL,FX%3AEUR%2FUSD");
   assert.equal(sseUrl("wss://md.example.com/feed/ws?x=1#h", ["A"], "a.b+/c"), "https://md.example.com/feed/sse?symbols=A&token=a.b%2B%2Fc");
   assert.equal(snapshotUrl("ws://x/ws", ["A", "B/C"]), "http://x/snapshot?symbols=A,B%2FC");
+  assert.equal(sseUrl("ws://h/ws", ["A"], "t", "1-2", 1000), "http://h/sse?symbols=A&token=t&interval_ms=1000&lastEventId=1-2");
   assert.deepEqual(wsProtocols("msgpack"), ["tickcast.msgpack"]);
   assert.deepEqual(wsProtocols("json"), [], "JSON asks for no subprotocol: servers before v1.1 would refuse one");
 });

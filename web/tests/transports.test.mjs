@@ -5,6 +5,7 @@
 import test from "node:test";
 import assert from "node:assert/strict";
 import { isDeepStrictEqual } from "node:util";
+import net from "node:net";
 import {
   SYMBOLS, freePort, startServer, stop, publish, snapshot, metric, until, browser, table, matches, quotes,
   selfSignedCert, startProxy,
@@ -200,6 +201,49 @@ test("auto: behind a proxy that refuses WebSocket upgrades, the demo page falls 
   await publish(ctx.port, ctx.feedPort, [{ symbol: "NVDA", bid: 55.25, ask: 55.5 }]);
   await until(async () => (await table(page)).NVDA.bid === "55.25", "a live tick over SSE");
 });
+
+// ---------------------------------------------------------------- per-client rates
+
+/** Sends `n` ticks of `symbol` to the feed, one every `gapMs`, bids 200.01, 200.02, …; resolves with the last bid. */
+async function tickStream(feedPort, symbol, n, gapMs) {
+  const sock = net.connect(feedPort, "127.0.0.1");
+  await new Promise((r) => sock.once("connect", r));
+  let bid = 0;
+  for (let i = 1; i <= n; i++) {
+    bid = Math.round((200 + i / 100) * 100) / 100;
+    sock.write(JSON.stringify({ symbol, bid, ask: bid + 0.5 }) + "\n");
+    await new Promise((r) => setTimeout(r, gapMs));
+  }
+  sock.end();
+  return bid;
+}
+
+for (const transport of ["websocket", "sse"]) {
+  test(`client.js with intervalMs over ${transport}: at most one update per interval, and the latest always arrives`, async (t) => {
+    const ctx = await serverWithTicks(t, quotes(100));
+    const page = await ctx.browser.newPage();
+    await page.goto(`http://127.0.0.1:${ctx.port}/?symbols=${SYMBOLS.join(",")}&transport=${transport}&interval_ms=500`);
+    await until(async () => matches(await table(page), await snapshot(ctx.port, SYMBOLS)), "the table matches /snapshot");
+    await page.evaluate(() => {
+      window.arrivals = [];
+      window.tickcastClient.addEventListener("tick", (e) => {
+        if (e.detail.symbol === "AAPL" && !e.detail.snapshot) window.arrivals.push({ at: performance.now(), bid: e.detail.bid, seq: e.detail.seq });
+      });
+    });
+    // 40 updates 40 ms apart (the coalescing window is 10 ms here: every one is released).
+    const last = await tickStream(ctx.feedPort, "AAPL", 40, 40);
+    await until(async () => (await page.evaluate(() => window.tickcastClient.latest("AAPL").bid)) === last, "the last update arrives");
+    const arrivals = await page.evaluate(() => window.arrivals);
+    assert.ok(arrivals.length >= 2 && arrivals.length <= 6, `${arrivals.length} updates for 40 sent over 1.6 s at one per 500 ms`);
+    for (let i = 1; i < arrivals.length; i++) {
+      assert.ok(arrivals[i].at - arrivals[i - 1].at >= 300, `updates ${i - 1} and ${i} came ${arrivals[i].at - arrivals[i - 1].at} ms apart`);
+      assert.ok(arrivals[i].seq > arrivals[i - 1].seq, "seq keeps growing");
+    }
+    assert.equal(arrivals.at(-1).bid, last);
+    const stream = await page.evaluate(() => window.tickcastClient.es && new URL(window.tickcastClient.es.url).searchParams.get("interval_ms"));
+    assert.equal(stream, transport === "sse" ? "500" : null);
+  });
+}
 
 // ---------------------------------------------------------------- MessagePack
 
