@@ -9,7 +9,8 @@
 #   scripts/bench-peers.sh curve      # --max-delay 0 1 2 5 10 20 ms: blocks R=100 and 500, random R=300, watch-list R=2000
 #   scripts/bench-peers.sh floor      # rawfloor at the sweep's message rates
 #
-# Environment: DELAY (tickcast's corking delay besides 0, default: the
+# Environment: TICKCAST_BIN (the tickcast binary; default: build this
+# checkout), DELAY (tickcast's corking delay besides 0, default: the
 # binary's default), SERVERS (default: all), RATES, DURATION (default 20).
 # tickcast runs get frames per write from its /metrics (scripts/peers-metrics.py).
 set -euo pipefail
@@ -28,10 +29,16 @@ fi
 for manifest in "$PEERS"/{wsprobe,rawfloor,naive-rs}/Cargo.toml; do
   grep -q '^\[workspace\]' "$manifest" || printf '\n[workspace]\n' >>"$manifest"
 done
-cargo build --release -q --bin tickcast
+# TICKCAST_BIN: a binary built beforehand (nothing is built during a
+# sitting then, and the results name the build they measured).
+if [[ -n ${TICKCAST_BIN:-} ]]; then
+  BIN=$TICKCAST_BIN
+else
+  cargo build --release -q --bin tickcast
+  BIN=$ROOT/target/release/tickcast
+fi
 (cd "$PEERS/wsprobe" && cargo build --release --locked -q)
 cargo build --release -q --manifest-path "$PEERS/rawfloor/Cargo.toml"
-BIN=$ROOT/target/release/tickcast
 DELAY=${DELAY:-$("$BIN" --help | grep -A6 -- '--max-delay' | sed -n 's/.*\[default: \(.*\)\]/\1/p' | head -1)}
 [[ -n $DELAY ]] || DELAY=0
 
@@ -39,6 +46,7 @@ STAMP=$(date -u +%Y%m%dT%H%M%SZ)
 OUT=$PEERS/results/$SUITE-$STAMP
 mkdir -p "$OUT"
 echo "results: $OUT"
+echo "tickcast: $BIN ($("$BIN" --version 2>/dev/null || true))" | tee "$OUT/build.txt"
 
 # tickcast with a given --max-delay; frames per write recorded beside it.
 tickcast_run() { # delay tag compare-args…

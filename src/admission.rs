@@ -4,7 +4,9 @@
 //! Two counts, each with a hard cap: connections in their HTTP phase
 //! (`--max-handshakes`: a slow or idle request holds a buffer and a task)
 //! and client sessions, WebSocket or SSE (`--max-connections`, and
-//! optionally `--max-connections-per-ip` per client address). Their defaults come from
+//! optionally `--max-connections-per-ip` per client address); and a rate,
+//! new sessions per second (`--max-handshake-rate`, a token bucket), so that
+//! a reconnect storm is spread out by `Retry-After` instead of taken at once. Their defaults come from
 //! the open-files limit, keeping descriptors in reserve for health checks,
 //! metrics, the feed and NATS, so the process never reaches the limit
 //! itself. A permit is taken before the work starts and given back when its
@@ -15,6 +17,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// Descriptors kept out of both caps: listeners, NATS, log files, the
 /// runtime's own, and a few HTTP requests beyond the handshake cap.
@@ -30,6 +33,8 @@ pub struct Admission {
     /// Addresses with sessions now (one entry per address: bounded by
     /// `max_connections`).
     per_address: Mutex<HashMap<IpAddr, u32>>,
+    /// `--max-handshake-rate`, when set.
+    rate: Option<HandshakeRate>,
 }
 
 /// Why there is no place for a session.
@@ -60,6 +65,16 @@ impl Admission {
         max_handshakes: usize,
         max_per_address: u32,
     ) -> Arc<Admission> {
+        Self::build(max_connections, max_handshakes, max_per_address, 0)
+    }
+
+    /// Every cap; `max_handshake_rate` 0: no rate limit.
+    pub fn build(
+        max_connections: usize,
+        max_handshakes: usize,
+        max_per_address: u32,
+        max_handshake_rate: u32,
+    ) -> Arc<Admission> {
         Arc::new(Admission {
             max_connections,
             max_handshakes,
@@ -67,7 +82,17 @@ impl Admission {
             handshakes: AtomicUsize::new(0),
             max_per_address,
             per_address: Mutex::new(HashMap::new()),
+            rate: HandshakeRate::new(max_handshake_rate),
         })
+    }
+
+    /// A new session within `--max-handshake-rate`, or the seconds a refused
+    /// client should wait (for `Retry-After`).
+    pub fn try_rate(&self) -> Result<(), u32> {
+        match &self.rate {
+            Some(rate) => rate.try_take(Instant::now()),
+            None => Ok(()),
+        }
     }
 
     pub fn max_per_address(&self) -> u32 {
@@ -106,6 +131,73 @@ impl Admission {
         }
         METRICS.handshakes.add(1);
         Some(HandshakePermit(self.clone()))
+    }
+}
+
+/// New sessions per second: a token bucket holding one second's worth.
+pub struct HandshakeRate {
+    rate: f64,
+    state: Mutex<RateState>,
+}
+
+struct RateState {
+    tokens: f64,
+    at: Instant,
+    /// Refusals in the current second, and in the one before: the crowd
+    /// waiting, which `Retry-After` spreads over the seconds it needs.
+    window: Instant,
+    refused_now: u32,
+    refused_before: u32,
+}
+
+/// The longest `Retry-After` given, in seconds.
+const MAX_RETRY_AFTER: u32 = 60;
+
+impl HandshakeRate {
+    pub fn new(per_second: u32) -> Option<HandshakeRate> {
+        (per_second > 0).then(|| {
+            let now = Instant::now();
+            HandshakeRate {
+                rate: per_second as f64,
+                state: Mutex::new(RateState {
+                    tokens: per_second as f64,
+                    at: now,
+                    window: now,
+                    refused_now: 0,
+                    refused_before: 0,
+                }),
+            }
+        })
+    }
+
+    /// Takes a place, or says how many seconds to wait: a random whole
+    /// number from 1 up to what the crowd refused lately needs at this rate
+    /// (the crowd spread evenly over that time comes back at the rate).
+    pub fn try_take(&self, now: Instant) -> Result<(), u32> {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let elapsed = now.saturating_duration_since(s.at).as_secs_f64();
+        s.tokens = (s.tokens + elapsed * self.rate).min(self.rate);
+        s.at = now;
+        if s.tokens >= 1.0 {
+            s.tokens -= 1.0;
+            return Ok(());
+        }
+        let since = now.saturating_duration_since(s.window);
+        if since >= Duration::from_secs(1) {
+            s.refused_before = if since < Duration::from_secs(2) {
+                s.refused_now
+            } else {
+                0
+            };
+            s.refused_now = 0;
+            s.window = now;
+        }
+        s.refused_now = s.refused_now.saturating_add(1);
+        let crowd = s.refused_now.max(s.refused_before) as f64;
+        let spread = (crowd / self.rate)
+            .ceil()
+            .clamp(1.0, MAX_RETRY_AFTER as f64) as u32;
+        Err(fastrand::u32(1..=spread))
     }
 }
 

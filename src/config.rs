@@ -193,6 +193,34 @@ pub struct ServeArgs {
     #[arg(long, env = "TICKCAST_DRAIN_TIMEOUT", default_value = "5s", value_name = "D", value_parser = parse_duration)]
     pub drain_timeout: Duration,
 
+    /// Shutdown closes clients in waves spread over this long (each told
+    /// in a `reconnect` message to wait a random time up to this long, at
+    /// least 1s), so they do not all land on the other nodes at once (0:
+    /// all at once). A second SIGTERM/SIGINT skips what is left of it.
+    #[arg(long, env = "TICKCAST_DRAIN_PERIOD", default_value = "5s", value_name = "D",
+          value_parser = parse_drain_period)]
+    pub drain_period: Duration,
+
+    /// End every connection after about this long (with a random 10% less,
+    /// so they do not end together), the way shutdown does (`reconnect`,
+    /// then 1001), so that long-lived connections spread over nodes added
+    /// since (0: never).
+    #[arg(long, env = "TICKCAST_MAX_CONNECTION_AGE", default_value = "0", value_name = "D",
+          value_parser = parse_max_connection_age)]
+    pub max_connection_age: Duration,
+
+    /// New WebSocket and SSE sessions per second the node accepts (a token
+    /// bucket holding one second's worth; 0: no limit). Beyond it: 503
+    /// with Retry-After, before any token is checked, so a reconnect storm
+    /// meets a cheap refusal and comes back spread out.
+    #[arg(
+        long,
+        env = "TICKCAST_MAX_HANDSHAKE_RATE",
+        default_value_t = 0,
+        value_name = "N"
+    )]
+    pub max_handshake_rate: u32,
+
     /// Time allowed for a connection to complete its HTTP request/upgrade.
     #[arg(long, env = "TICKCAST_HANDSHAKE_TIMEOUT", default_value = "10s", value_name = "D", value_parser = parse_duration)]
     pub handshake_timeout: Duration,
@@ -464,6 +492,24 @@ pub fn parse_max_delay(s: &str) -> Result<Duration, String> {
     let d = parse_duration_or_zero(s)?;
     if d > Duration::from_secs(1) {
         return Err(format!("`{s}` is too long: at most 1s (0: no corking)"));
+    }
+    Ok(d)
+}
+
+/// `--max-connection-age`: `0` (none) or at least a second.
+pub fn parse_max_connection_age(s: &str) -> Result<Duration, String> {
+    let d = parse_duration_or_zero(s)?;
+    if !d.is_zero() && d < Duration::from_secs(1) {
+        return Err(format!("`{s}` is too short: at least 1s (0: no maximum)"));
+    }
+    Ok(d)
+}
+
+/// `--drain-period`: `0` or a duration up to ten minutes.
+pub fn parse_drain_period(s: &str) -> Result<Duration, String> {
+    let d = parse_duration_or_zero(s)?;
+    if d > Duration::from_secs(600) {
+        return Err(format!("`{s}` is too long: at most 10m"));
     }
     Ok(d)
 }

@@ -93,10 +93,13 @@ pub enum Command {
         id: Option<i64>,
         symbols: Vec<String>,
     },
-    /// Close every connection with this code (shutdown).
-    CloseAll {
-        code: u16,
-        reason: &'static str,
+    /// One wave of a drain (shutdown): `1/waves_left` of the connections
+    /// not yet closing get `reconnect` (after a random wait up to
+    /// `spread_ms`) and close 1001; `left` hears how many remain open.
+    Drain {
+        waves_left: u32,
+        spread_ms: u64,
+        left: tokio::sync::oneshot::Sender<usize>,
     },
 }
 
@@ -528,10 +531,26 @@ impl Hub {
                 id,
                 symbols,
             } => self.unsubscribe(client, id, symbols),
-            Command::CloseAll { code, reason } => {
-                for c in self.clients.values() {
-                    c.outbox.close(code, reason, DisconnectReason::Shutdown);
+            Command::Drain {
+                waves_left,
+                spread_ms,
+                left,
+            } => {
+                let open: Vec<&Arc<Outbox>> = self
+                    .clients
+                    .values()
+                    .map(|c| &c.outbox)
+                    .filter(|o| !o.is_closing())
+                    .collect();
+                let wave = open.len().div_ceil(waves_left.max(1) as usize);
+                for outbox in &open[..wave] {
+                    outbox.close_with_reconnect(
+                        fastrand::u64(0..=spread_ms),
+                        "server shutting down",
+                        DisconnectReason::Shutdown,
+                    );
                 }
+                let _ = left.send(open.len() - wave);
             }
         }
     }

@@ -228,9 +228,13 @@ fn refuse_busy(runtime: &tokio::runtime::Handle, stream: TcpStream, refusing: Ar
     }
     runtime.spawn(async move {
         let mut stream = stream;
-        let _ = stream.try_write(BUSY);
-        let _ = stream.shutdown().await;
         let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            // Awaited, not `try_write`: a socket just handed to the runtime
+            // is not known writable until the driver has polled it once.
+            if stream.write_all(BUSY).await.is_err() {
+                return;
+            }
+            let _ = stream.shutdown().await;
             let mut sink = [0u8; 1024];
             while stream.readable().await.is_ok() {
                 match stream.try_read(&mut sink) {
@@ -287,13 +291,15 @@ pub fn admission(
     max_connections: Option<usize>,
     max_handshakes: Option<usize>,
     max_per_address: u32,
+    max_handshake_rate: u32,
     feed_publishers: usize,
 ) -> Arc<Admission> {
     let (connections, handshakes) =
         crate::admission::default_caps(crate::admission::open_files_limit(), feed_publishers);
-    Admission::with_per_address(
+    Admission::build(
         max_connections.unwrap_or(connections),
         max_handshakes.unwrap_or(handshakes),
         max_per_address,
+        max_handshake_rate,
     )
 }

@@ -150,10 +150,12 @@ pub enum DisconnectReason {
     Protocol,
     Auth,
     Shutdown,
+    /// `--max-connection-age` reached (ended with `reconnect` and 1001).
+    MaxAge,
 }
 
 impl DisconnectReason {
-    pub const ALL: [DisconnectReason; 7] = [
+    pub const ALL: [DisconnectReason; 8] = [
         DisconnectReason::Client,
         DisconnectReason::Heartbeat,
         DisconnectReason::SlowConsumer,
@@ -161,6 +163,7 @@ impl DisconnectReason {
         DisconnectReason::Protocol,
         DisconnectReason::Auth,
         DisconnectReason::Shutdown,
+        DisconnectReason::MaxAge,
     ];
 
     pub fn label(self) -> &'static str {
@@ -172,6 +175,7 @@ impl DisconnectReason {
             DisconnectReason::Protocol => "protocol",
             DisconnectReason::Auth => "auth",
             DisconnectReason::Shutdown => "shutdown",
+            DisconnectReason::MaxAge => "max_age",
         }
     }
 
@@ -290,10 +294,12 @@ pub enum Refusal {
     TlsHandshake,
     /// `--max-connections-per-ip` reached for the client's address: 429.
     PerAddress,
+    /// `--max-handshake-rate` reached: 503 with `Retry-After`.
+    HandshakeRate,
 }
 
 impl Refusal {
-    pub const ALL: [Refusal; 9] = [
+    pub const ALL: [Refusal; 10] = [
         Refusal::BadRequest,
         Refusal::Origin,
         Refusal::MaxConnections,
@@ -303,6 +309,7 @@ impl Refusal {
         Refusal::Snapshots,
         Refusal::TlsHandshake,
         Refusal::PerAddress,
+        Refusal::HandshakeRate,
     ];
 
     pub fn label(self) -> &'static str {
@@ -316,6 +323,7 @@ impl Refusal {
             Refusal::Snapshots => "snapshots",
             Refusal::TlsHandshake => "tls_handshake",
             Refusal::PerAddress => "per_address",
+            Refusal::HandshakeRate => "handshake_rate",
         }
     }
 }

@@ -2,8 +2,11 @@
 //!
 //! Shutdown (SIGTERM or SIGINT): `/readyz` turns 503 and `/ws` refuses new
 //! upgrades at once (the listener stays open, so load balancers and
-//! Prometheus can still see that), every client gets close 1001, and the
-//! process exits 0 once they are gone or `--drain-timeout` has passed.
+//! Prometheus can still see that); clients are closed in waves spread over
+//! `--drain-period`, each with a `reconnect` message (how long to wait,
+//! spread across clients) and close 1001; the process exits 0 once they are
+//! gone or `--drain-timeout` has passed after the last wave. A second
+//! signal closes whoever is left at once.
 
 use crate::auth::Authenticator;
 use crate::bus;
@@ -14,7 +17,6 @@ use crate::latest::SymbolTable;
 use crate::listener::{self, HttpLimits};
 use crate::metrics::METRICS;
 use crate::session::{Limits, SessionContext};
-use crate::transport::ws::close;
 use crate::{feed, info, warn};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -39,7 +41,7 @@ impl StartError {
 
 /// Runs the server until a shutdown signal has been handled.
 pub async fn serve(args: ServeArgs) -> Result<(), StartError> {
-    let signals = ShutdownSignal::install().map_err(|e| StartError {
+    let mut signals = ShutdownSignal::install().map_err(|e| StartError {
         status: 1,
         message: format!("cannot handle signals: {e}"),
     })?;
@@ -209,11 +211,13 @@ pub async fn serve(args: ServeArgs) -> Result<(), StartError> {
         auth_timeout: args.auth_timeout,
         window: args.coalesce,
         close_grace: args.drain_timeout,
+        max_connection_age: args.max_connection_age,
     };
     let admission = listener::admission(
         args.max_connections.map(|n| n as usize),
         args.max_handshakes.map(|n| n as usize),
         args.max_connections_per_ip,
+        args.max_handshake_rate,
         // Descriptors kept for the feed's publishers (a `tcp://` feed only).
         match args.feed {
             crate::config::FeedSource::Tcp(_) if args.role != Role::Edge => {
@@ -290,22 +294,55 @@ pub async fn serve(args: ServeArgs) -> Result<(), StartError> {
         })?;
     }
     signals.received().await;
+    state.shutting_down.store(true, Ordering::Release);
     info!(
-        "shutting down: closing {} connections (up to {:?})",
+        "shutting down: closing {} connections in waves over {:?}, then waiting up to {:?}",
         METRICS.connections.get(),
+        args.drain_period,
         args.drain_timeout
     );
-    state.shutting_down.store(true, Ordering::Release);
-    hub.send(Command::CloseAll {
-        code: close::GOING_AWAY,
-        reason: "server shutting down",
-    });
+    let spread_ms = args.drain_period.max(Duration::from_secs(1)).as_millis() as u64;
+    tokio::select! {
+        _ = drain(&hub, args.drain_period, spread_ms) => {}
+        _ = signals.received() => info!("second signal: closing every connection now"),
+    }
+    drain_wave(&hub, 1, spread_ms).await;
     let deadline = Instant::now() + args.drain_timeout;
     while METRICS.connections.get() > 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     info!("stopped ({} connections left)", METRICS.connections.get());
     Ok(())
+}
+
+/// A drain's waves are this far apart (fewer when the period is short).
+const DRAIN_WAVE: Duration = Duration::from_millis(100);
+
+/// Closes the clients in waves over `period`, until none is left open.
+async fn drain(hub: &hub::HubHandle, period: Duration, spread_ms: u64) {
+    let waves = (period.as_millis() / DRAIN_WAVE.as_millis()).max(1) as u32;
+    let gap = period / waves;
+    let mut next = tokio::time::Instant::now();
+    for waves_left in (1..=waves).rev() {
+        if drain_wave(hub, waves_left, spread_ms).await == 0 {
+            return;
+        }
+        next += gap;
+        tokio::time::sleep_until(next).await;
+    }
+}
+
+/// One wave: `1/waves_left` of the open connections get `reconnect` and
+/// 1001. Returns how many remain open.
+async fn drain_wave(hub: &hub::HubHandle, waves_left: u32, spread_ms: u64) -> usize {
+    let (left, answer) = tokio::sync::oneshot::channel();
+    hub.send(Command::Drain {
+        waves_left,
+        spread_ms,
+        left,
+    });
+    // The hub answers within one pass; it is gone only when the process is.
+    answer.await.unwrap_or(0)
 }
 
 /// The feed secret (`--feed-secret-file` or `TICKCAST_FEED_SECRET`), checked
@@ -357,7 +394,7 @@ impl ShutdownSignal {
         })
     }
 
-    async fn received(mut self) {
+    async fn received(&mut self) {
         tokio::select! {
             _ = self.term.recv() => {}
             _ = self.int.recv() => {}

@@ -72,6 +72,19 @@ pub struct Args {
     #[arg(long)]
     pub no_reconnect: bool,
 
+    /// The server's token secret (else TICKCAST_AUTH_SECRET): every
+    /// connection attempt then carries a fresh one-time token.
+    #[arg(long, value_name = "PATH")]
+    pub auth_secret_file: Option<PathBuf>,
+
+    /// Where the token goes: `header` (Authorization: Bearer) or `query` (?token=).
+    #[arg(long, default_value = "header", value_parser = ["header", "query"])]
+    pub token_in: String,
+
+    /// Lifetime of each token.
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    pub token_ttl: Duration,
+
     /// Write the report as JSON to this file too.
     #[arg(long)]
     pub json: Option<PathBuf>,

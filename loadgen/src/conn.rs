@@ -3,9 +3,12 @@
 //!
 //! Reconnects use exponential backoff with full jitter (a random delay up to
 //! 1 s, 2 s, 4 s … capped at 60 s; back to 1 s after a successful connect) and
-//! resubscribe with `since`, so the server sends only what changed. A
-//! connection that never gets through is retried twice, then counted as
-//! failed with its reason.
+//! resubscribe with `since`, so the server sends only what changed. A server
+//! that refuses with `Retry-After` (503, 429) is waited for that long, with
+//! the backoff on top; one that says `reconnect` before closing is waited
+//! for the `after_ms` it gives, instead of the backoff. A connection that
+//! never gets through is retried twice (refusals with `Retry-After` aside,
+//! up to [`MAX_REFUSALS`]), then counted as failed with its reason.
 
 use crate::stats::Stats;
 use crate::wire;
@@ -23,6 +26,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// Attempts before a connection that never got through counts as failed.
 const FIRST_ATTEMPTS: u32 = 3;
+/// Refusals with `Retry-After` in a row before a connection gives up.
+const MAX_REFUSALS: u32 = 100;
 
 thread_local! {
     static SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0; 64 * 1024]);
@@ -34,12 +39,16 @@ enum End {
     Closed(u16),
     /// It never got up, for this reason.
     Failed(String),
+    /// The server refused it for now (503 or 429) and said when to come back.
+    Refused(String, Duration),
 }
 
 /// One connection's symbols and the last `seq` it holds of each.
 struct Book {
     symbols: Vec<usize>,
     last_seq: Vec<u64>,
+    /// The `after_ms` of a `reconnect` message on the current connection.
+    reconnect_after: Option<Duration>,
 }
 
 pub async fn run(shared: Rc<Shared>, n: u64) {
@@ -59,11 +68,13 @@ pub async fn run(shared: Rc<Shared>, n: u64) {
     let mut book = Book {
         last_seq: vec![0; symbols.len()],
         symbols,
+        reconnect_after: None,
     };
     let url = &spec.urls[n as usize % spec.urls.len()];
     let source = spec.sources[(n as usize / spec.urls.len()) % spec.sources.len()];
     let mut backoff_step = 0u32;
     let mut failures = 0u32;
+    let mut refusals = 0u32;
     let mut ever_up = false;
     loop {
         let (end, was_up) = session(
@@ -73,8 +84,45 @@ pub async fn run(shared: Rc<Shared>, n: u64) {
             source,
             &mut book,
             ever_up,
+            n,
         )
         .await;
+        let mut wait_first = Duration::ZERO;
+        if let End::Refused(reason, retry_after) = &end {
+            refusals += 1;
+            shared.stats.borrow_mut().counters.refused += 1;
+            if refusals >= MAX_REFUSALS {
+                let mut stats = shared.stats.borrow_mut();
+                stats.counters.failed += 1;
+                *stats.counters.failures.entry(reason.clone()).or_default() += 1;
+                drop(stats);
+                crate::worker::note_settled(&shared);
+                return;
+            }
+            wait_first = *retry_after;
+        } else {
+            refusals = 0;
+        }
+        if let Some(after) = book.reconnect_after.take() {
+            // The server said when: no backoff on top.
+            shared.stats.borrow_mut().counters.reconnect_messages += 1;
+            if let End::Closed(code) = end {
+                *shared
+                    .stats
+                    .borrow_mut()
+                    .counters
+                    .closes
+                    .entry(code.to_string())
+                    .or_default() += 1;
+            }
+            if !spec.reconnect {
+                return;
+            }
+            ever_up = true;
+            backoff_step = 0;
+            tokio::time::sleep(after).await;
+            continue;
+        }
         match end {
             End::Closed(code) => {
                 *shared
@@ -96,7 +144,7 @@ pub async fn run(shared: Rc<Shared>, n: u64) {
                     return;
                 }
             }
-            End::Failed(_) => {}
+            End::Failed(_) | End::Refused(..) => {}
         }
         if was_up {
             ever_up = true;
@@ -107,7 +155,7 @@ pub async fn run(shared: Rc<Shared>, n: u64) {
         }
         let cap = MAX_BACKOFF.min(Duration::from_secs(1 << backoff_step.min(6)));
         backoff_step += 1;
-        tokio::time::sleep(cap.mul_f64(rng.f64())).await;
+        tokio::time::sleep(wait_first + cap.mul_f64(rng.f64())).await;
     }
 }
 
@@ -121,15 +169,18 @@ async fn session(
     source: Ipv4Addr,
     book: &mut Book,
     reconnecting: bool,
+    n: u64,
 ) -> (End, bool) {
     let started = Instant::now();
     let stream = match connect(authority, source).await {
         Ok(s) => s,
         Err(reason) => return (End::Failed(reason), false),
     };
-    let (mut stream, leftover) = match upgrade(stream, authority, path).await {
+    let token = shared.minter.as_ref().map(|m| (m.mint(n), m.in_query()));
+    let token = token.as_ref().map(|(t, q)| (t.as_str(), *q));
+    let (mut stream, leftover) = match upgrade(stream, authority, path, token).await {
         Ok(v) => v,
-        Err(reason) => return (End::Failed(reason), false),
+        Err(end) => return (end, false),
     };
     {
         let mut stats = shared.stats.borrow_mut();
@@ -200,17 +251,21 @@ fn set_flag(fd: std::os::fd::RawFd, level: libc::c_int, name: libc::c_int) {
     }
 }
 
-/// Sends the upgrade and reads the answer; returns bytes read past it.
+/// Sends the upgrade (with `token`: its text, and whether it goes in the
+/// query) and reads the answer; returns bytes read past it.
 async fn upgrade(
     mut stream: TcpStream,
     authority: &str,
     path: &str,
-) -> Result<(TcpStream, Vec<u8>), String> {
+    token: Option<(&str, bool)>,
+) -> Result<(TcpStream, Vec<u8>), End> {
     use tokio::io::AsyncReadExt;
+    let failed = |s: String| End::Failed(s);
+    let (target, headers) = crate::token::place(path, token);
     stream
-        .write_all(&wire::upgrade_request(authority, path))
+        .write_all(&wire::upgrade_request(authority, &target, &headers))
         .await
-        .map_err(|e| format!("upgrade: {e}"))?;
+        .map_err(|e| failed(format!("upgrade: {e}")))?;
     let mut head = Vec::with_capacity(256);
     let mut chunk = [0u8; 512];
     let deadline = tokio::time::Instant::now() + CONNECT_TIMEOUT;
@@ -219,23 +274,24 @@ async fn upgrade(
             break i + 4;
         }
         let n = match tokio::time::timeout_at(deadline, stream.read(&mut chunk)).await {
-            Err(_) => return Err("upgrade timed out".into()),
-            Ok(Err(e)) => return Err(format!("upgrade: {e}")),
-            Ok(Ok(0)) => return Err("closed during upgrade".into()),
+            Err(_) => return Err(failed("upgrade timed out".into())),
+            Ok(Err(e)) => return Err(failed(format!("upgrade: {e}"))),
+            Ok(Ok(0)) => return Err(failed("closed during upgrade".into())),
             Ok(Ok(n)) => n,
         };
         head.extend_from_slice(&chunk[..n]);
         if head.len() > 16 * 1024 {
-            return Err("upgrade answer too long".into());
+            return Err(failed("upgrade answer too long".into()));
         }
     };
-    let status = String::from_utf8_lossy(&head[..end])
-        .split(' ')
-        .nth(1)
-        .unwrap_or("?")
-        .to_string();
+    let head_text = String::from_utf8_lossy(&head[..end]);
+    let status = head_text.split(' ').nth(1).unwrap_or("?").to_string();
     if status != "101" {
-        return Err(format!("HTTP {status}"));
+        let reason = format!("HTTP {status}");
+        return Err(match (status.as_str(), wire::retry_after(&head_text)) {
+            ("503" | "429", Some(after)) => End::Refused(reason, after),
+            _ => failed(reason),
+        });
     }
     Ok((stream, head[end..].to_vec()))
 }
@@ -462,6 +518,10 @@ fn on_text(
                 .collect();
             let msg = serde_json::json!({"type":"subscribe","id":1,"payload":{"symbols":names,"since":since}});
             out.extend_from_slice(&wire::client_frame(1, msg.to_string().as_bytes()));
+        }
+        Some("reconnect") => {
+            let ms = v["payload"]["after_ms"].as_u64().unwrap_or(0).min(600_000);
+            book.reconnect_after = Some(Duration::from_millis(ms));
         }
         Some("error") => {
             let code = v["payload"]["code"]

@@ -11,6 +11,7 @@ use crate::report::{Run, ServerFigures};
 use crate::stats::{self, WorkerReport};
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, IsTerminal, Read, Write};
+use std::os::unix::ffi::OsStrExt;
 use std::process::{Child, ChildStdin, Command, ExitCode, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
@@ -47,7 +48,19 @@ fn fail(message: &str) -> ExitCode {
 pub fn run(args: Args) -> ExitCode {
     // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
     unsafe { libc::signal(libc::SIGINT, on_sigint as *const () as libc::sighandler_t) };
-    let universe = match universe(&args) {
+    let secret = match tickcast::auth::load_secret(args.auth_secret_file.as_deref()) {
+        Ok(s) => s,
+        Err(e) => return fail(&e),
+    };
+    let tokens = secret.as_ref().map(|_| crate::token::TokenSpec {
+        ttl_secs: args.token_ttl.as_secs().max(1),
+        in_query: args.token_in == "query",
+    });
+    let minter = secret
+        .clone()
+        .zip(tokens)
+        .map(|(s, t)| crate::token::Minter::new(s, t));
+    let universe = match universe(&args, minter.as_ref()) {
         Ok(u) => u,
         Err(e) => return fail(&e),
     };
@@ -70,6 +83,7 @@ pub fn run(args: Args) -> ExitCode {
         symbols_per_conn: args.symbols_per_conn,
         zipf: args.zipf,
         reconnect: !args.no_reconnect,
+        tokens,
     };
     let live = match args.metrics_listen.map(crate::live::serve).transpose() {
         Ok(l) => l,
@@ -90,7 +104,7 @@ pub fn run(args: Args) -> ExitCode {
     let (tx, rx) = mpsc::channel::<(usize, WorkerReport)>();
     let mut workers = Vec::new();
     for spec in plan::split(&template, workers_n, &sources) {
-        match spawn_worker(&spec, workers.len(), tx.clone()) {
+        match spawn_worker(&spec, workers.len(), tx.clone(), secret.as_deref()) {
             Ok(w) => workers.push(w),
             Err(e) => return fail(&e),
         }
@@ -228,10 +242,18 @@ fn spawn_worker(
     spec: &WorkerSpec,
     index: usize,
     tx: mpsc::Sender<(usize, WorkerReport)>,
+    secret: Option<&[u8]>,
 ) -> Result<Worker, String> {
     let exe = std::env::current_exe().map_err(|e| format!("cannot find my own binary: {e}"))?;
     let spec_json = serde_json::to_string(spec).map_err(|e| e.to_string())?;
-    let mut child = Command::new(exe)
+    let mut command = Command::new(exe);
+    if let Some(secret) = secret {
+        command.env(
+            crate::token::SECRET_VAR,
+            std::ffi::OsStr::from_bytes(secret),
+        );
+    }
+    let mut child = command
         .arg("--worker-spec")
         .arg(spec_json)
         .stdin(Stdio::piped())
@@ -303,7 +325,7 @@ fn stop_all(workers: &mut [Worker]) {
 }
 
 /// The symbols to subscribe to: given, made up (when driving the feed), or the server's.
-fn universe(args: &Args) -> Result<Vec<String>, String> {
+fn universe(args: &Args, minter: Option<&crate::token::Minter>) -> Result<Vec<String>, String> {
     if !args.symbols.is_empty() {
         return Ok(args.symbols.clone());
     }
@@ -311,7 +333,12 @@ fn universe(args: &Args) -> Result<Vec<String>, String> {
         return Ok(crate::universe::made_up(args.universe));
     }
     let url = &args.urls[0];
-    let body = http_get(&url.authority(), "/snapshot")?;
+    let path = match minter {
+        Some(m) => format!("/snapshot?token={}", m.mint(0)),
+        None => "/snapshot".to_string(),
+    };
+    // Errors name the path without the token.
+    let body = http_get(&url.authority(), &path).map_err(|e| e.replace(&path, "/snapshot"))?;
     let list: Vec<serde_json::Value> = serde_json::from_str(&body)
         .map_err(|e| format!("{url}: /snapshot is not a JSON array: {e}"))?;
     let names: Vec<String> = list

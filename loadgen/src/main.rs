@@ -16,6 +16,7 @@ mod live;
 mod plan;
 mod report;
 mod stats;
+mod token;
 mod universe;
 mod wire;
 mod worker;

@@ -28,6 +28,9 @@ pub struct WorkerSpec {
     pub symbols_per_conn: u32,
     pub zipf: f64,
     pub reconnect: bool,
+    /// Tokens for an authenticated server (the secret comes by environment).
+    #[serde(default)]
+    pub tokens: Option<crate::token::TokenSpec>,
 }
 
 /// Number of workers for `connections`.
@@ -106,6 +109,7 @@ mod tests {
             symbols_per_conn: 5,
             zipf: 1.0,
             reconnect: true,
+            tokens: None,
         }
     }
 

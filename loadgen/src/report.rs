@@ -58,7 +58,8 @@ impl Run {
         json!({
             "duration_s": self.duration_s,
             "connect_s": self.connect_s,
-            "connections": {"target": self.target, "established": c.established, "failed": c.failed, "reconnects": c.reconnects},
+            "connections": {"target": self.target, "established": c.established, "failed": c.failed, "reconnects": c.reconnects,
+                "refused_retry_after": c.refused, "reconnect_messages": c.reconnect_messages},
             "messages": {
                 "received": c.received,
                 "snapshots": c.snapshots,
@@ -114,8 +115,8 @@ impl Run {
             0.0
         };
         s += &format!(
-            "connections  {}/{} established, {} failed, {} reconnects; all connected in {:.1} s ({} workers)\n",
-            c.established, self.target, c.failed, c.reconnects, self.connect_s, self.workers.len()
+            "connections  {}/{} established, {} failed, {} reconnects ({} refused with Retry-After, {} reconnect messages); all connected in {:.1} s ({} workers)\n",
+            c.established, self.target, c.failed, c.reconnects, c.refused, c.reconnect_messages, self.connect_s, self.workers.len()
         );
         s += &format!(
             "messages     {} received in {:.1} s = {:.1}/s; {} snapshots; {} gaps",

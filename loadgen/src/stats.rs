@@ -82,6 +82,10 @@ pub struct Counters {
     /// Connections that never got through (after their retries).
     pub failed: u64,
     pub reconnects: u64,
+    /// Upgrades refused for now (503/429 with Retry-After), and waited out.
+    pub refused: u64,
+    /// `reconnect` messages the server sent before closing (drain, age).
+    pub reconnect_messages: u64,
     /// Live ticks (snapshots not included).
     pub received: u64,
     pub snapshots: u64,
@@ -108,6 +112,8 @@ impl Counters {
         self.established += o.established;
         self.failed += o.failed;
         self.reconnects += o.reconnects;
+        self.refused += o.refused;
+        self.reconnect_messages += o.reconnect_messages;
         self.received += o.received;
         self.snapshots += o.snapshots;
         self.gaps += o.gaps;

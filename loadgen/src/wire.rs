@@ -3,15 +3,27 @@
 //! latency and gap measurement need without a full JSON parse.
 
 /// The HTTP upgrade request for `path` on `host`.
-pub fn upgrade_request(host: &str, path: &str) -> Vec<u8> {
+pub fn upgrade_request(host: &str, path: &str, extra_headers: &str) -> Vec<u8> {
     let key: [u8; 16] = std::array::from_fn(|_| fastrand::u8(..));
     use base64::Engine;
     let key = base64::engine::general_purpose::STANDARD.encode(key);
     format!(
         "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
-         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {key}\r\n\r\n"
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {key}\r\n{extra_headers}\r\n"
     )
     .into_bytes()
+}
+
+/// A response head's `Retry-After` in seconds (at most an hour), if any.
+pub fn retry_after(head: &str) -> Option<std::time::Duration> {
+    head.lines().find_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        if !name.trim().eq_ignore_ascii_case("retry-after") {
+            return None;
+        }
+        let secs: u64 = value.trim().parse().ok()?;
+        Some(std::time::Duration::from_secs(secs.min(3600)))
+    })
 }
 
 /// A masked client frame.

@@ -21,6 +21,8 @@ pub struct Shared {
     pub cdf: Vec<f64>,
     pub stats: RefCell<Stats>,
     pub measuring: Cell<bool>,
+    /// Makes each connection attempt's token (a server with auth on).
+    pub minter: Option<crate::token::Minter>,
 }
 
 pub fn run(spec: WorkerSpec) -> ! {
@@ -28,6 +30,17 @@ pub fn run(spec: WorkerSpec) -> ! {
     // SAFETY: setting a signal's disposition to ignore has no preconditions.
     unsafe { libc::signal(libc::SIGINT, libc::SIG_IGN) };
     raise_open_files_limit();
+    let minter = spec.tokens.map(|t| {
+        let secret = std::env::var_os(crate::token::SECRET_VAR).unwrap_or_else(|| {
+            eprintln!(
+                "loadgen worker: tokens asked for but {} is not set",
+                crate::token::SECRET_VAR
+            );
+            std::process::exit(2)
+        });
+        use std::os::unix::ffi::OsStrExt;
+        crate::token::Minter::new(secret.as_bytes().to_vec(), t)
+    });
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -39,6 +52,7 @@ pub fn run(spec: WorkerSpec) -> ! {
             spec,
             stats: RefCell::new(Stats::default()),
             measuring: Cell::new(false),
+            minter,
         });
         tokio::task::spawn_local(ramp(shared.clone()));
         tokio::task::spawn_local(watch_loop_lag(shared.clone()));

@@ -235,6 +235,14 @@ fn admit(
             ),
         )));
     }
+    if let Err(seconds) = state.admission.try_rate() {
+        let mut r = unavailable(format!(
+            "too many new connections (--max-handshake-rate): try again in {seconds} s"
+        ));
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        return Err(Box::new(refused(Refusal::HandshakeRate, r)));
+    }
     let peer = req
         .extensions()
         .get::<crate::listener::ConnInfo>()

@@ -50,6 +50,13 @@ pub enum Message {
         exp: u64,
     },
     Error(RequestError),
+    /// The server is about to close this connection (1001: a drain, or
+    /// `--max-connection-age`): reconnect after `after_ms`, spread across
+    /// clients so that they do not all arrive at the next node at once.
+    Reconnect {
+        after_ms: u64,
+        reason: &'static str,
+    },
 }
 
 impl Message {
@@ -62,12 +69,13 @@ impl Message {
             Message::Pong { .. } => "pong",
             Message::Authenticated { .. } => "authenticated",
             Message::Error(_) => "error",
+            Message::Reconnect { .. } => "reconnect",
         }
     }
 
     fn id(&self) -> Option<i64> {
         match self {
-            Message::Welcome(_) => None,
+            Message::Welcome(_) | Message::Reconnect { .. } => None,
             Message::Subscribed { id, .. }
             | Message::Unsubscribed { id, .. }
             | Message::Pong { id, .. }
@@ -101,6 +109,9 @@ impl Message {
             Message::Pong { ts, .. } => json!({"ts": ts}),
             Message::Authenticated { sub, exp, .. } => json!({"sub": sub, "exp": exp}),
             Message::Error(e) => error_payload(e),
+            Message::Reconnect { after_ms, reason } => {
+                json!({"after_ms": after_ms, "reason": reason})
+            }
         }
     }
 

@@ -55,6 +55,8 @@ pub struct Conn {
     expects_pongs: bool,
     auth_deadline: Option<Instant>,
     expires_at: Option<Instant>,
+    /// `--max-connection-age` (less a random tenth): then `reconnect` and 1001.
+    ends_at: Option<Instant>,
     /// Set once the server decided to close; the connection waits for the
     /// client's close until then + grace.
     closing_since: Option<Instant>,
@@ -82,6 +84,10 @@ impl Conn {
             expects_pongs: heartbeat.expects_answer,
             auth_deadline: None,
             expires_at: None,
+            ends_at: (!limits.max_connection_age.is_zero()).then(|| {
+                let age = limits.max_connection_age;
+                now + age - age.mul_f64(fastrand::f64() / 10.0)
+            }),
             closing_since: None,
             done: false,
             identity: Identity::Anonymous,
@@ -411,6 +417,7 @@ impl Conn {
             self.awaiting_pong_since.map(|t| t + limits.pong_timeout),
             self.auth_deadline,
             self.expires_at,
+            self.ends_at,
             self.closing_since.map(|t| t + limits.close_grace),
         ]
         .into_iter()
@@ -437,6 +444,14 @@ impl Conn {
         if self.expires_at.is_some_and(|t| now >= t) {
             return self.close(close::UNAUTHORIZED, "token expired", DisconnectReason::Auth);
         }
+        if self.ends_at.is_some_and(|t| now >= t) {
+            self.closing_since = Some(now);
+            return self.outbox.close_with_reconnect(
+                fastrand::u64(0..=AGE_RECONNECT_SPREAD_MS),
+                "connection age",
+                DisconnectReason::MaxAge,
+            );
+        }
         if self
             .awaiting_pong_since
             .is_some_and(|t| now >= t + limits.pong_timeout)
@@ -454,6 +469,10 @@ impl Conn {
         }
     }
 }
+
+/// A connection ended for its age is told to come back within this long
+/// (a random wait; ages are spread already).
+const AGE_RECONNECT_SPREAD_MS: u64 = 1000;
 
 /// The per-client interval a subscription asks for (`interval_ms`): at
 /// least the coalescing `window` (updates never come faster than that

@@ -50,6 +50,8 @@ pub struct Limits {
     /// How long a closing connection waits for its close frame to leave and
     /// for the client's answer.
     pub close_grace: Duration,
+    /// `--max-connection-age` (zero: none).
+    pub max_connection_age: Duration,
 }
 
 /// What every session shares.

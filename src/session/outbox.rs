@@ -269,6 +269,25 @@ impl Outbox {
         self.signal.notify();
     }
 
+    /// Ends the connection the deploy-friendly way: a `reconnect` message
+    /// saying how long to wait, then close 1001. Only the first close of a
+    /// connection has an effect.
+    pub fn close_with_reconnect(&self, after_ms: u64, reason: &'static str, why: DisconnectReason) {
+        if self.close_requested.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        self.set_reason(why);
+        let mut q = self.control.lock().unwrap_or_else(|e| e.into_inner());
+        q.push_back(Control::Message(Message::Reconnect { after_ms, reason }));
+        q.push_back(Control::Close {
+            code: crate::transport::ws::close::GOING_AWAY,
+            reason,
+        });
+        drop(q);
+        self.state.store(CLOSING, Ordering::Release);
+        self.signal.notify();
+    }
+
     /// The reader has finished: the writer may close the socket once its
     /// close frame (if any) is out.
     pub fn reader_finished(&self) {

@@ -102,6 +102,11 @@ impl Framing for SseFraming {
             let retry = format!("retry: {}\n", fastrand::u32(1000..=5000));
             return [retry.as_bytes(), &bytes].concat().into();
         }
+        if let Message::Reconnect { after_ms, .. } = m {
+            // A browser left to reconnect by itself waits as long as asked.
+            let retry = format!("retry: {after_ms}\n");
+            return [retry.as_bytes(), &bytes].concat().into();
+        }
         bytes
     }
 
