@@ -139,6 +139,13 @@ def tickcast():
             description="Upgrades and connections turned away: invalid, foreign origin, over a cap, out of descriptors.")
     b.panel("Tokens refused", [q(rate("tickcast_auth_failures_total", "reason"), "{{reason}}")], "ops", width=6)
     b.panel("Error replies", [q(rate("tickcast_client_errors_total", "code"), "{{code}}")], "ops", width=6)
+    b.panel("Queue depths", [
+        q(f"sum by (node) (tickcast_queued_updates{{{NODE}}})", "queued for writers {{node}}"),
+        q(f"max by (node) (tickcast_queued_updates_max{{{NODE}}})", "most backed-up client {{node}}"),
+        q(f"sum by (node) (tickcast_feed_queue{{{NODE}}})", "feed batches waiting {{node}}"),
+    ], "short", width=12, description="Sampled each second by the hub. A client's queue is at most --queue.")
+    b.panel("Threads", [q(f'process_threads{{job=~"tickcast.*"}} {OF_NODES}', "{{instance}}")], "short", width=12,
+            description="OS threads per process: flat under any load or churn.")
     return b.json()
 
 

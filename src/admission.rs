@@ -95,6 +95,17 @@ impl Admission {
         }
     }
 
+    /// Without taking anything: the seconds a new session would be told to
+    /// wait now (`Retry-After`), or `None` if it would be let in at this rate.
+    pub fn rate_wait(&self) -> Option<u32> {
+        self.rate.as_ref()?.wait(Instant::now())
+    }
+
+    /// Whether every connection place is taken (without taking one).
+    pub fn is_full(&self) -> bool {
+        self.connections.load(Ordering::Acquire) >= self.max_connections
+    }
+
     pub fn max_per_address(&self) -> u32 {
         self.max_per_address
     }
@@ -168,6 +179,26 @@ impl HandshakeRate {
                 }),
             }
         })
+    }
+
+    /// What [`HandshakeRate::try_take`] would say now, taking nothing.
+    pub fn wait(&self, now: Instant) -> Option<u32> {
+        let s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let elapsed = now.saturating_duration_since(s.at).as_secs_f64();
+        if (s.tokens + elapsed * self.rate).min(self.rate) >= 1.0 {
+            return None;
+        }
+        let crowd = s.refused_now.max(s.refused_before).max(1) as f64;
+        Some(self.retry_after(crowd))
+    }
+
+    /// A random whole number of seconds, from 1 up to what `crowd` waiting
+    /// clients need at this rate.
+    fn retry_after(&self, crowd: f64) -> u32 {
+        let spread = (crowd / self.rate)
+            .ceil()
+            .clamp(1.0, MAX_RETRY_AFTER as f64) as u32;
+        fastrand::u32(1..=spread)
     }
 
     /// Takes a place, or says how many seconds to wait: a random whole

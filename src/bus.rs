@@ -24,10 +24,16 @@ use std::sync::Arc;
 
 pub const BUCKET: &str = "tickcast";
 
+/// How often a node pings NATS (see [`connect`]).
+pub const BUS_PING_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// A connection to the bus and whether it is up now.
 pub struct Bus {
     pub client: async_nats::Client,
     pub connected: Arc<AtomicBool>,
+    /// Bumped each time the connection comes back after a loss: what was
+    /// published meanwhile may be lost or late, so nodes catch up.
+    pub reconnects: tokio::sync::watch::Receiver<u64>,
 }
 
 /// The hex of a symbol: a safe subject token and KV key.
@@ -87,6 +93,9 @@ pub fn decode(payload: &[u8]) -> Option<Update> {
 pub async fn connect(urls: &[String], node: &str) -> Result<Bus, String> {
     let connected = Arc::new(AtomicBool::new(false));
     let flag = connected.clone();
+    let (reconnected, reconnects) = tokio::sync::watch::channel(0u64);
+    let reconnected = Arc::new(reconnected);
+    let ever = Arc::new(AtomicBool::new(false));
     let addrs: Vec<async_nats::ServerAddr> = urls
         .iter()
         .map(|u| u.parse().map_err(|e| format!("--nats {u}: {e}")))
@@ -94,11 +103,20 @@ pub async fn connect(urls: &[String], node: &str) -> Result<Bus, String> {
     let client = async_nats::ConnectOptions::new()
         .name(format!("tickcast {node}"))
         .retry_on_initial_connect()
+        // A partition (no FIN, no RST) is noticed once 3 pings go unanswered:
+        // within about 6 s, not the 3 minutes of the default interval.
+        .ping_interval(BUS_PING_INTERVAL)
         .event_callback(move |event| {
             let flag = flag.clone();
+            let (reconnected, ever) = (reconnected.clone(), ever.clone());
             async move {
                 match event {
-                    async_nats::Event::Connected => flag.store(true, Ordering::Release),
+                    async_nats::Event::Connected => {
+                        flag.store(true, Ordering::Release);
+                        if ever.swap(true, Ordering::AcqRel) {
+                            reconnected.send_modify(|n| *n += 1);
+                        }
+                    }
                     async_nats::Event::Disconnected => {
                         flag.store(false, Ordering::Release);
                         crate::warn!("bus: disconnected from NATS; reconnecting");
@@ -110,7 +128,11 @@ pub async fn connect(urls: &[String], node: &str) -> Result<Bus, String> {
         .connect(addrs)
         .await
         .map_err(|e| format!("--nats: {e}"))?;
-    Ok(Bus { client, connected })
+    Ok(Bus {
+        client,
+        connected,
+        reconnects,
+    })
 }
 
 /// The last-values bucket (created if missing).
@@ -123,6 +145,65 @@ pub async fn bucket(client: &async_nats::Client) -> Result<kv::Store, String> {
     })
     .await
     .map_err(|e| format!("JetStream KV bucket {BUCKET}: {e}"))
+}
+
+/// The bucket, asked for until NATS answers: a node started while NATS is
+/// unreachable waits for it (not ready) instead of giving up.
+pub async fn bucket_when_ready(client: &async_nats::Client) -> kv::Store {
+    retry("the last-values bucket", || bucket(client)).await
+}
+
+/// Every symbol's last value, read again until it can be read whole.
+pub async fn load_all_when_ready(store: &kv::Store) -> Vec<Update> {
+    retry("the last values", || load_all(store)).await
+}
+
+/// Edge, following every symbol: [`receive_updates`], until it succeeds.
+pub async fn receive_updates_when_ready(
+    client: async_nats::Client,
+    store: kv::Store,
+    hub: HubHandle,
+    reconnects: tokio::sync::watch::Receiver<u64>,
+) {
+    retry("the updates' subject", || {
+        receive_updates(
+            client.clone(),
+            store.clone(),
+            hub.clone(),
+            reconnects.clone(),
+        )
+    })
+    .await
+}
+
+/// Runs `attempt` until it succeeds, a second apart, logging a failure at
+/// most every 10 s.
+async fn retry<T, F, Fut>(what: &str, mut attempt: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let mut logged: Option<std::time::Instant> = None;
+    loop {
+        match attempt().await {
+            Ok(v) => return v,
+            Err(e) => {
+                if logged.is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(10)) {
+                    crate::warn!("bus: cannot read {what} yet ({e}); not ready, retrying");
+                    logged = Some(std::time::Instant::now());
+                }
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+/// The cluster's `seq` lineage, in µs: when the bucket of last values was
+/// created. Every node of a cluster reads the same, across restarts of any
+/// of them; it changes only with the bucket, and then `seq` starts over.
+pub async fn epoch(store: &kv::Store) -> Option<u64> {
+    let status = store.status().await.ok()?;
+    u64::try_from(status.info.created.unix_timestamp_nanos() / 1000).ok()
 }
 
 /// Every symbol's last value in the bucket.
@@ -154,11 +235,46 @@ pub async fn publish_updates(
     }
 }
 
-/// Edge: takes every update from NATS into the hub, after the bucket's last values.
+/// Ingest: once NATS is back after a loss, publishes every symbol's latest
+/// value again, to the subjects and the bucket. What was published during
+/// the outage may be lost, or arrive late and stale; this makes the bucket
+/// and every edge end on the latest state (edges keep only what is newer
+/// than what they hold).
+pub async fn republish_on_reconnect(
+    client: async_nats::Client,
+    table: Arc<crate::latest::SymbolTable>,
+    mut reconnects: tokio::sync::watch::Receiver<u64>,
+) {
+    while reconnects.changed().await.is_ok() {
+        let slots = table.sorted();
+        for slot in slots.iter() {
+            let (Some(latest), Some(symbol)) = (slot.latest.load_full(), Symbol::new(&slot.name))
+            else {
+                continue;
+            };
+            let payload = encode(&Update {
+                symbol,
+                state: latest.state,
+            });
+            let _ = client.publish(subject(&slot.name), payload.clone()).await;
+            let _ = client
+                .publish(format!("$KV.{BUCKET}.{}", token(&slot.name)), payload)
+                .await;
+        }
+        crate::info!(
+            "bus: back; published the latest of {} symbols again",
+            slots.len()
+        );
+    }
+}
+
+/// Edge: takes every update from NATS into the hub, after the bucket's last
+/// values, and reads the bucket again each time NATS comes back after a loss.
 pub async fn receive_updates(
     client: async_nats::Client,
     store: kv::Store,
     hub: HubHandle,
+    reconnects: tokio::sync::watch::Receiver<u64>,
 ) -> Result<(), String> {
     // Subscribe first: an update between the load and the subscription is not lost
     // (the hub keeps whichever is newer).
@@ -169,9 +285,18 @@ pub async fn receive_updates(
     for u in load_all(&store).await? {
         hub.send(Command::Remote(u));
     }
+    let follower = hub.clone();
     tokio::spawn(async move {
         while let Some(msg) = sub.next().await {
             if let Some(u) = decode(&msg.payload) {
+                follower.send(Command::Remote(u));
+            }
+        }
+    });
+    tokio::spawn(async move {
+        let mut reconnects = reconnects;
+        while reconnects.changed().await.is_ok() {
+            for u in load_all_when_ready(&store).await {
                 hub.send(Command::Remote(u));
             }
         }
@@ -190,15 +315,35 @@ pub async fn last_value(store: &kv::Store, symbol: &str) -> Option<Update> {
 /// last value (newer than anything this node may hold from before), then tells
 /// the hub the symbol is fresh, which releases the waiting `subscribed` replies.
 /// The subscription is made first, so no update falls between the two.
+///
+/// Each time NATS comes back after a loss, the last value of every symbol
+/// followed is read again: what was published meanwhile may be lost.
 pub async fn follow_interest(
     client: async_nats::Client,
     store: kv::Store,
     hub: HubHandle,
     mut interest: tokio::sync::mpsc::UnboundedReceiver<Interest>,
+    mut reconnects: tokio::sync::watch::Receiver<u64>,
 ) {
     let mut followed: std::collections::HashMap<Symbol, tokio::task::JoinHandle<()>> =
         Default::default();
-    while let Some(change) = interest.recv().await {
+    let mut watching = true;
+    loop {
+        let change = tokio::select! {
+            change = interest.recv() => match change {
+                Some(change) => change,
+                None => return,
+            },
+            back = reconnects.changed(), if watching => {
+                watching = back.is_ok();
+                for symbol in followed.keys() {
+                    if let Some(u) = last_value(&store, symbol.as_str()).await {
+                        hub.send(Command::Remote(u));
+                    }
+                }
+                continue;
+            }
+        };
         match change {
             Interest::Add(symbol) => {
                 if let std::collections::hash_map::Entry::Vacant(slot) = followed.entry(symbol) {

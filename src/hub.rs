@@ -77,8 +77,13 @@ pub enum Command {
     /// The bus has subscribed to this symbol and delivered its last value (if any).
     Fresh(Symbol),
     /// An update released by another node's coalescer (cluster edge): taken
-    /// if its `seq` is newer than what this node holds.
+    /// if its `seq` is newer than what this node holds, at most one per
+    /// symbol per coalescing window (a backlog the bus flushes after an
+    /// outage reaches clients as the latest value, once).
     Remote(Update),
+    /// Last values from the bus (cluster ingest, before its feed starts):
+    /// `seq` goes on from them.
+    Restore(Vec<Update>),
     Register(Arc<Outbox>),
     Unregister(u64),
     Subscribe(Subscribe),
@@ -197,11 +202,18 @@ pub struct Hub {
     /// Symbols whose last value the bus is fetching; replies naming them wait.
     refreshing: HashSet<u32>,
     deferred: Vec<Deferred>,
+    /// When queue depths were last sampled into the metrics.
+    sampled_at: Instant,
+    /// The coalescing window applied again to updates from the bus.
+    remote: crate::pacer::Pacer,
     /// Most symbols with a value the feed and the bus may bring (`--max-feed-symbols`).
     max_feed_symbols: usize,
     /// Symbols with a value: never forgotten, so this only grows.
     valued: usize,
 }
+
+/// How often the hub samples queue depths into the metrics.
+const QUEUE_SAMPLE_EVERY: Duration = Duration::from_secs(1);
 
 /// What a hub starts with besides its feed.
 #[derive(Default)]
@@ -266,16 +278,22 @@ impl Hub {
             deferred: Vec::new(),
             max_feed_symbols: usize::MAX,
             valued: 0,
+            sampled_at: Instant::now(),
+            remote: crate::pacer::Pacer::new(window),
         }
     }
 
     fn run(&mut self, ticks: Receiver<Batch>, commands: Receiver<Command>) {
         let mut ticks = ticks;
         loop {
-            let next = [self.coalescer.next_deadline(), self.flush_at]
-                .into_iter()
-                .flatten()
-                .min();
+            let next = [
+                self.coalescer.next_deadline(),
+                self.flush_at,
+                self.remote.next_deadline(),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
             let timeout = next.map_or(Duration::from_secs(1), |d| {
                 d.saturating_duration_since(Instant::now())
             });
@@ -301,8 +319,28 @@ impl Hub {
                 default(timeout) => {}
             }
             self.release_due();
-            self.flush(Instant::now());
+            let now = Instant::now();
+            self.release_remote(now);
+            self.flush(now);
+            if now.duration_since(self.sampled_at) >= QUEUE_SAMPLE_EVERY {
+                self.sampled_at = now;
+                self.sample_queues(ticks.len());
+            }
         }
+    }
+
+    /// Queue depths into the metrics: a look at every client's queue, once a
+    /// second (atomic loads; nothing on the path of an update).
+    fn sample_queues(&self, feed_batches: usize) {
+        let (mut total, mut max) = (0i64, 0i64);
+        for c in self.clients.values() {
+            let n = i64::from(c.outbox.queued());
+            total += n;
+            max = max.max(n);
+        }
+        METRICS.queued_updates.set(total);
+        METRICS.queued_updates_max.set(max);
+        METRICS.feed_queue.set(feed_batches as i64);
     }
 
     /// Wakes the writers listed in this pass — at once, or (corking, with
@@ -415,8 +453,10 @@ impl Hub {
         }
     }
 
-    /// An update from another node: published if newer than what this node holds.
-    fn on_remote(&mut self, u: Update) {
+    /// An update from another node: published if newer than what this node
+    /// holds — at once if the symbol published nothing within the window,
+    /// else held (the newest only) until the window has passed.
+    fn on_remote(&mut self, u: Update, now: Instant) {
         let Some(id) = self.intern_from_feed(u.symbol.as_str()) else {
             METRICS.rejected(RejectReason::SymbolLimit);
             return;
@@ -425,8 +465,24 @@ impl Hub {
             .as_ref()
             .and_then(|e| e.slot.latest.load().as_ref().map(|l| l.seq()))
             .unwrap_or(0);
-        if u.state.seq > held {
-            self.publish(id, u.state);
+        if u.state.seq <= held {
+            return;
+        }
+        if let Some(state) = self.remote.offer(id, u.state, now) {
+            self.publish(id, state);
+        }
+    }
+
+    /// Publishes the remote updates whose window has passed.
+    fn release_remote(&mut self, now: Instant) {
+        while let Some((id, state)) = self.remote.due(now) {
+            let held = self.entries[id as usize]
+                .as_ref()
+                .and_then(|e| e.slot.latest.load().as_ref().map(|l| l.seq()))
+                .unwrap_or(0);
+            if state.seq > held {
+                self.publish(id, state);
+            }
         }
     }
 
@@ -504,7 +560,12 @@ impl Hub {
 
     pub fn on_command(&mut self, command: Command) {
         match command {
-            Command::Remote(u) => self.on_remote(u),
+            Command::Remote(u) => self.on_remote(u, Instant::now()),
+            Command::Restore(updates) => {
+                for u in &updates {
+                    self.restore(u);
+                }
+            }
             Command::Fresh(symbol) => self.on_fresh(symbol),
             Command::Register(outbox) => {
                 self.clients.insert(

@@ -35,7 +35,8 @@
 //!   that some client uses, and shared by all of them.
 //! * [`listener`] accepts, [`tls`] encrypts, [`admission`] caps; [`http`]
 //!   routes the endpoints; [`auth`] checks tokens; [`bus`] joins a cluster
-//!   over NATS; [`metrics`] defines every metric once.
+//!   over NATS, and an edge's [`pacer`] holds what comes from it to the
+//!   coalescing window again; [`metrics`] defines every metric once.
 //!
 //! To add an encoding: a file in `encoding/` and a line in
 //! [`encoding::ENCODINGS`]. To add a transport: a file in `transport/` with
@@ -59,6 +60,7 @@ pub mod latest;
 pub mod listener;
 pub mod log;
 pub mod metrics;
+pub mod pacer;
 pub mod protocol;
 pub mod server;
 pub mod session;

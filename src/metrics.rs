@@ -47,6 +47,9 @@ impl Gauge {
     pub fn get(&self) -> i64 {
         self.0.load(Relaxed)
     }
+    pub fn set(&self, n: i64) {
+        self.0.store(n, Relaxed);
+    }
 }
 
 impl Default for Gauge {
@@ -353,6 +356,10 @@ pub struct Metrics {
     // Corking: how many frames each write carries.
     pub writes: Counter,
     pub frames_written: Counter,
+    // Queue depths, sampled by the hub once a second (for soak runs and alerts).
+    pub queued_updates: Gauge,
+    pub queued_updates_max: Gauge,
+    pub feed_queue: Gauge,
 }
 
 /// The process-wide metrics.
@@ -377,6 +384,9 @@ pub static METRICS: Metrics = Metrics {
     max_connections: Gauge::new(),
     writes: Counter::new(),
     frames_written: Counter::new(),
+    queued_updates: Gauge::new(),
+    queued_updates_max: Gauge::new(),
+    feed_queue: Gauge::new(),
 };
 
 impl Metrics {
@@ -699,6 +709,26 @@ fn render_refusals(out: &mut String) {
         "tickcast_frames_written_total {}",
         m.frames_written.get()
     );
+    for (name, help, g) in [
+        (
+            "tickcast_queued_updates",
+            "Live updates queued for clients' writers, all clients (sampled each second).",
+            &m.queued_updates,
+        ),
+        (
+            "tickcast_queued_updates_max",
+            "Live updates queued for the most backed-up client (at most --queue; sampled each second).",
+            &m.queued_updates_max,
+        ),
+        (
+            "tickcast_feed_queue",
+            "Batches of feed ticks waiting for the hub (sampled each second).",
+            &m.feed_queue,
+        ),
+    ] {
+        header(out, name, "gauge", help);
+        let _ = writeln!(out, "{name} {}", g.get());
+    }
 }
 
 /// `process_*` metrics as the Prometheus client libraries define them.
@@ -749,6 +779,13 @@ fn process_metrics(out: &mut String) {
             "Virtual memory size in bytes.",
         );
         let _ = writeln!(out, "process_virtual_memory_bytes {}", field(20));
+        header(
+            out,
+            "process_threads",
+            "gauge",
+            "Number of OS threads in the process.",
+        );
+        let _ = writeln!(out, "process_threads {}", field(17));
         if let Some(boot) = boot_time() {
             header(
                 out,

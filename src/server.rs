@@ -78,32 +78,17 @@ pub async fn serve(args: ServeArgs) -> Result<(), StartError> {
                 .map_err(StartError::usage)?,
         ),
     };
-    // The ingest goes on from the last values in the bucket, and taps its releases to the bus.
+    // The ingest taps its releases to the bus (once it has resumed from the
+    // bucket's last values: see `join_bus`).
     let mut start = hub::Start {
         max_delay: args.max_delay,
         max_feed_symbols: Some(args.max_feed_symbols as usize),
         ..hub::Start::default()
     };
-    let mut bucket = None;
-    if let Some(b) = &bus {
-        let store = bus::bucket(&b.client).await.map_err(|e| StartError {
-            status: 1,
-            message: e,
-        })?;
-        if args.role == Role::Ingest {
-            start.restored = bus::load_all(&store).await.map_err(|e| StartError {
-                status: 1,
-                message: e,
-            })?;
-            info!(
-                "resumed {} symbols from the bus's last values",
-                start.restored.len()
-            );
-            let (tx, rx) = tokio::sync::mpsc::channel(65_536);
-            start.tap = Some(tx);
-            tokio::spawn(bus::publish_updates(b.client.clone(), rx));
-        }
-        bucket = Some(store);
+    if let (Some(b), Role::Ingest) = (&bus, args.role) {
+        let (tx, rx) = tokio::sync::mpsc::channel(65_536);
+        start.tap = Some(tx);
+        tokio::spawn(bus::publish_updates(b.client.clone(), rx));
     }
     let mut interest_rx = None;
     if args.role == Role::Edge && args.bus_subscribe == BusSubscribe::Interest {
@@ -124,24 +109,6 @@ pub async fn serve(args: ServeArgs) -> Result<(), StartError> {
                 message: format!("cannot start the hub thread: {e}"),
             }
         })?;
-    if let (Some(b), Some(store), Role::Edge) = (&bus, bucket.clone(), args.role) {
-        match interest_rx {
-            Some(rx) => {
-                tokio::spawn(bus::follow_interest(
-                    b.client.clone(),
-                    store,
-                    hub.clone(),
-                    rx,
-                ));
-            }
-            None => bus::receive_updates(b.client.clone(), store, hub.clone())
-                .await
-                .map_err(|e| StartError {
-                    status: 1,
-                    message: e,
-                })?,
-        }
-    }
 
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => {
@@ -181,22 +148,22 @@ pub async fn serve(args: ServeArgs) -> Result<(), StartError> {
     })?;
 
     let feed_ready = Arc::new(AtomicBool::new(false));
-    if args.role == Role::Edge {
-        // An edge has no feed: its updates come from the bus.
-        drop(ticks_tx);
-        feed_ready.store(true, Ordering::Release);
-        info!("edge: updates from NATS {}", args.nats.join(","));
-    } else {
-        let described =
-            feed::start(&args, feed_secret, ticks_tx, feed_ready.clone()).map_err(|failure| {
-                match failure {
-                    feed::StartFailure::Usage(message) => StartError::usage(message),
-                    feed::StartFailure::Listen(message) | feed::StartFailure::Thread(message) => {
-                        StartError { status: 1, message }
-                    }
-                }
-            })?;
-        info!("{described}");
+    let bus_ready = Arc::new(AtomicBool::new(bus.is_none()));
+    let last_values = Arc::new(std::sync::OnceLock::new());
+    let mut feed_start = None;
+    match args.role {
+        Role::Edge => {
+            // An edge has no feed: its updates come from the bus.
+            drop(ticks_tx);
+            feed_ready.store(true, Ordering::Release);
+            info!("edge: updates from NATS {}", args.nats.join(","));
+        }
+        // The ingest starts its feed once it has resumed `seq` from the bus.
+        Role::Ingest => feed_start = Some((feed_secret, ticks_tx)),
+        Role::All => {
+            let described = start_feed(&args, feed_secret, ticks_tx, feed_ready.clone())?;
+            info!("{described}");
+        }
     }
 
     let limits = Limits {
@@ -234,15 +201,12 @@ pub async fn serve(args: ServeArgs) -> Result<(), StartError> {
         table,
         auth,
         allow_auth_message: args.allow_auth_message,
-        feed_ready,
+        feed_ready: feed_ready.clone(),
         bus_connected: bus.as_ref().map(|b| b.connected.clone()),
+        bus_ready: bus_ready.clone(),
         serves_clients: args.role != Role::Ingest,
         // An edge holds only what its clients follow: /snapshot reads the bucket.
-        last_values: if args.role == Role::Edge {
-            bucket
-        } else {
-            None
-        },
+        last_values: (args.role == Role::Edge).then(|| last_values.clone()),
         shutting_down: AtomicBool::new(false),
         admission,
         origins: args.allowed_origins.clone(),
@@ -293,6 +257,25 @@ pub async fn serve(args: ServeArgs) -> Result<(), StartError> {
             message: format!("cannot start the accept thread: {e}"),
         })?;
     }
+    if let Some(b) = &bus {
+        tokio::spawn(join_bus(JoinBus {
+            client: b.client.clone(),
+            reconnects: b.reconnects.clone(),
+            table: state.table.clone(),
+            role: args.role,
+            hub: hub.clone(),
+            sessions: state.sessions.clone(),
+            interest: interest_rx,
+            last_values,
+            feed: feed_start.map(|(secret, tx)| IngestFeed {
+                args: args.clone(),
+                secret,
+                tx,
+                ready: feed_ready.clone(),
+            }),
+            ready: bus_ready,
+        }));
+    }
     signals.received().await;
     state.shutting_down.store(true, Ordering::Release);
     info!(
@@ -313,6 +296,102 @@ pub async fn serve(args: ServeArgs) -> Result<(), StartError> {
     }
     info!("stopped ({} connections left)", METRICS.connections.get());
     Ok(())
+}
+
+/// Starts the feed, its failures as start errors.
+fn start_feed(
+    args: &ServeArgs,
+    secret: Option<feed::auth::FeedSecret>,
+    tx: crossbeam_channel::Sender<feed::Batch>,
+    ready: Arc<AtomicBool>,
+) -> Result<String, StartError> {
+    feed::start(args, secret, tx, ready).map_err(|failure| match failure {
+        feed::StartFailure::Usage(message) => StartError::usage(message),
+        feed::StartFailure::Listen(message) | feed::StartFailure::Thread(message) => {
+            StartError { status: 1, message }
+        }
+    })
+}
+
+/// What a cluster node needs to join the bus.
+struct JoinBus {
+    client: async_nats::Client,
+    reconnects: tokio::sync::watch::Receiver<u64>,
+    /// This node's latest values (an ingest publishes them again after an outage).
+    table: Arc<SymbolTable>,
+    role: Role,
+    hub: hub::HubHandle,
+    sessions: Arc<SessionContext>,
+    interest: Option<tokio::sync::mpsc::UnboundedReceiver<hub::Interest>>,
+    last_values: Arc<std::sync::OnceLock<async_nats::jetstream::kv::Store>>,
+    /// The ingest's feed, started once `seq` has resumed.
+    feed: Option<IngestFeed>,
+    ready: Arc<AtomicBool>,
+}
+
+/// What starting a feed takes, kept for later (a cluster ingest).
+struct IngestFeed {
+    args: ServeArgs,
+    secret: Option<feed::auth::FeedSecret>,
+    tx: crossbeam_channel::Sender<feed::Batch>,
+    ready: Arc<AtomicBool>,
+}
+
+/// A cluster node joins the bus in the background, for as long as NATS
+/// takes to answer: meanwhile it serves `/healthz` and `/metrics`, and
+/// `/readyz` says 503 (a node started while NATS is unreachable waits for
+/// it instead of exiting). The epoch becomes the cluster's (the bucket's
+/// creation: the same on every node, and across restarts of any of them);
+/// an ingest resumes `seq` from the bucket, then starts its feed; an edge
+/// starts following the bus.
+async fn join_bus(j: JoinBus) {
+    let store = bus::bucket_when_ready(&j.client).await;
+    if let Some(epoch) = bus::epoch(&store).await {
+        j.sessions.set_epoch(epoch);
+    }
+    match j.role {
+        Role::Ingest => {
+            let restored = bus::load_all_when_ready(&store).await;
+            info!(
+                "resumed {} symbols from the bus's last values",
+                restored.len()
+            );
+            j.hub.send(Command::Restore(restored));
+            tokio::spawn(bus::republish_on_reconnect(
+                j.client.clone(),
+                j.table,
+                j.reconnects,
+            ));
+            if let Some(f) = j.feed {
+                match start_feed(&f.args, f.secret, f.tx, f.ready) {
+                    Ok(described) => info!("{described}"),
+                    Err(e) => {
+                        // As if at start: the same message and status.
+                        eprintln!("tickcast: {}", e.message);
+                        std::process::exit(e.status.into());
+                    }
+                }
+            }
+        }
+        Role::Edge => {
+            let _ = j.last_values.set(store.clone());
+            match j.interest {
+                Some(rx) => {
+                    tokio::spawn(bus::follow_interest(
+                        j.client,
+                        store,
+                        j.hub,
+                        rx,
+                        j.reconnects,
+                    ));
+                }
+                None => bus::receive_updates_when_ready(j.client, store, j.hub, j.reconnects).await,
+            }
+        }
+        Role::All => {}
+    }
+    j.ready.store(true, Ordering::Release);
+    info!("joined the bus");
 }
 
 /// A drain's waves are this far apart (fewer when the period is short).

@@ -15,7 +15,11 @@ struct Nats {
 
 impl Nats {
     fn start() -> Nats {
-        let port = free_port();
+        Self::start_on(free_port())
+    }
+
+    /// On a port chosen beforehand (nodes started before NATS point at it).
+    fn start_on(port: u16) -> Nats {
         let monitor = free_port();
         let dir = tempfile::tempdir().unwrap();
         let child = Self::spawn(port, monitor, dir.path());
@@ -417,4 +421,147 @@ async fn an_edge_follows_on_nats_only_the_symbols_its_clients_hold() {
     }
     let mut cw = subscribed(&w, &["AAPL"]).await;
     assert_eq!(cw.expect_type("tick").await["payload"]["seq"], 1);
+}
+
+/// The epoch a node announces in `welcome`.
+async fn epoch_of(s: &Server) -> u64 {
+    s.ws().await.expect_type("welcome").await["payload"]["epoch"]
+        .as_u64()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn nodes_started_while_nats_is_unreachable_wait_for_it_not_ready_then_serve() {
+    let port = free_port();
+    let url = format!("nats://127.0.0.1:{port}");
+    let mut a = edge_at(&url, "edge-early");
+    // The ingest's synthetic feed starts once it has joined the bus.
+    let mut ing = Server::start(&[
+        "--role",
+        "ingest",
+        "--nats",
+        &url,
+        "--symbols",
+        "10",
+        "--rate",
+        "200",
+        "--node",
+        "ingest-early",
+    ]);
+    // They used to give up after 10 s: still there past it, alive and not ready.
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(11) {
+        assert!(a.is_running() && ing.is_running(), "a node exited");
+        let (status, body) = a.get("/readyz").await;
+        assert_eq!(status, 503);
+        assert!(body.contains("NATS"), "{body}");
+        assert_eq!(ing.get("/readyz").await.0, 503);
+        assert_eq!(a.get("/healthz").await.0, 200);
+        assert_eq!(
+            a.get("/snapshot").await.0,
+            503,
+            "no last values to answer with"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let _nats = Nats::start_on(port);
+    let deadline = Instant::now() + WAIT;
+    while a.get("/readyz").await.0 != 200 || ing.get("/readyz").await.0 != 200 {
+        assert!(Instant::now() < deadline, "never joined");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let symbol = loop {
+        // The ingest's first releases reach the bucket shortly after it joins.
+        let (_, body) = a.get("/snapshot").await;
+        let all: serde_json::Value = serde_json::from_str(&body).unwrap();
+        if let Some(first) = all.as_array().and_then(|a| a.first()) {
+            break first["symbol"].as_str().unwrap().to_string();
+        }
+        assert!(Instant::now() < deadline + WAIT, "no values: {body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let mut c = subscribed(&a, &[&symbol]).await;
+    assert_eq!(c.expect_type("tick").await["payload"]["symbol"], symbol);
+}
+
+fn edge_at(url: &str, name: &str) -> Server {
+    Server::start(&["--role", "edge", "--nats", url, "--node", name])
+}
+
+#[tokio::test]
+async fn every_edge_and_a_restarted_one_announce_the_clusters_epoch() {
+    let nats = Nats::start();
+    let _ing = ingest(&nats);
+    let a = edge(&nats, "edge-a");
+    let b = edge(&nats, "edge-b");
+    // Joining is in the background: the epoch is the cluster's once ready.
+    for s in [&a, &b] {
+        let deadline = Instant::now() + WAIT;
+        while s.get("/readyz").await.0 != 200 {
+            assert!(Instant::now() < deadline);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let epoch = epoch_of(&a).await;
+    assert_eq!(epoch_of(&b).await, epoch, "one lineage of seq, one epoch");
+    drop(a);
+    let again = edge(&nats, "edge-a");
+    let deadline = Instant::now() + WAIT;
+    while again.get("/readyz").await.0 != 200 {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        epoch_of(&again).await,
+        epoch,
+        "seq carries on across an edge restart, so the epoch does too"
+    );
+}
+
+#[tokio::test]
+async fn after_a_nats_outage_clients_get_the_latest_value_once_not_a_burst() {
+    let mut nats = Nats::start();
+    let ing = ingest(&nats);
+    let a = edge(&nats, "edge-a");
+    let mut c = subscribed(&a, &["TSLA"]).await;
+    let mut p = ing.publisher();
+    publish(&ing, &mut p, json!({"symbol":"TSLA","bid":1.0})).await;
+    assert_eq!(c.expect_type("tick").await["payload"]["seq"], 1);
+
+    nats.stop();
+    let deadline = Instant::now() + WAIT;
+    while ing.get("/readyz").await.0 != 503 || a.get("/readyz").await.0 != 503 {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // 40 updates while NATS is away (the ingest's window is 10 ms).
+    for i in 2..=41 {
+        publish(&ing, &mut p, json!({"symbol":"TSLA","bid": i as f64})).await;
+        tokio::time::sleep(Duration::from_millis(12)).await;
+    }
+    nats.restart();
+    // The client stays, and ends on the latest value within a few windows,
+    // never moving backwards, at most one update per window.
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + 2 * WAIT;
+    loop {
+        let t = c.expect_type("tick").await["payload"].clone();
+        seen.push((
+            Instant::now(),
+            t["seq"].as_u64().unwrap(),
+            t["bid"].as_f64().unwrap(),
+        ));
+        if t["bid"] == 41.0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never got the latest: {seen:?}");
+    }
+    assert!(seen.windows(2).all(|w| w[1].1 > w[0].1), "{seen:?}");
+    assert!(
+        seen.len() <= 4,
+        "a burst of stale ticks after the outage: {:?}",
+        seen.iter().map(|s| s.1).collect::<Vec<_>>()
+    );
+    assert_eq!(seen.last().unwrap().1, 41);
+    assert_eq!(a.metric("tickcast_connections").await, 1.0);
 }

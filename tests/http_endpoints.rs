@@ -9,8 +9,9 @@ async fn health_readiness_404_and_plain_get_on_ws() {
     assert_eq!(s.get("/healthz").await, (200, "ok\n".into()));
     assert_eq!(s.get("/readyz").await.0, 200);
     assert_eq!(s.get("/nope").await.0, 404);
+    // A plain GET is told how an upgrade would be answered: here, let in (426).
     let (status, body) = s.get("/ws").await;
-    assert_eq!(status, 400, "{body}");
+    assert_eq!(status, 426, "{body}");
     assert!(body.contains("upgrade"), "{body}");
 }
 

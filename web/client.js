@@ -32,11 +32,22 @@
 // are one-time), and a fresh one sent in an `auth` message before the
 // connection's token expires (at 80% of its remaining life or 30 s before
 // expiry, whichever comes first; retried twice on failure, after which the
-// server's 4401 at expiry leads to a normal reconnect). A connection that
-// closes before it opened is probed with GET /snapshot and a fresh token: a
-// 401/403 counts as a refusal (an `error` with the server's answer), and after
-// 3 in a row the client stops (state `closed`, saying why) instead of
-// retrying forever; a failed fetch or any other status is retried as usual.
+// server's 4401 at expiry leads to a normal reconnect). A WebSocket that
+// closes before it opened is probed with a plain GET of the /ws URL (with a
+// fresh token, when there is a callback), which the server answers as it would
+// the upgrade without taking anything (a browser cannot read the answer to a
+// refused upgrade): 503/429 with Retry-After (a reconnect storm meeting
+// --max-handshake-rate, a full or draining node) waits that long with the
+// backoff on top; a 401/403 counts as a refusal (an `error` with the server's
+// answer), and after 3 in a row the client stops (state `closed`, saying why)
+// instead of retrying forever; a failed fetch or any other status is retried
+// as usual. (Under SSE the probe is GET /snapshot, with a callback only.)
+//
+// Deploys: before the server closes a connection on purpose (a drain on
+// SIGTERM, or --max-connection-age) it sends `reconnect` {after_ms, reason};
+// the client then comes back after exactly after_ms (spread across clients by
+// the server), not after its backoff. Under SSE a refused stream's `close`
+// event carries retry_after_ms, waited for like Retry-After.
 //
 // Transports (option `transport`):
 //   "auto" (default)  WebSocket first. When an attempt fails before it opens and the probe
@@ -115,7 +126,9 @@ export const SSE_REOPEN_DELAY_MS = 100;
 /** The longest /sse URL the client makes: proxies commonly refuse request lines over 8 KiB. */
 export const MAX_SSE_URL = 8000;
 /** Events of an SSE stream besides `error` (which EventSource also fires for a lost connection). */
-export const SSE_EVENTS = ["welcome", "subscribed", "unsubscribed", "tick", "pong", "close", "mark"];
+export const SSE_EVENTS = ["welcome", "subscribed", "unsubscribed", "tick", "pong", "close", "mark", "reconnect"];
+/** The longest wait the client takes from the server (`reconnect`'s after_ms, `Retry-After`). */
+export const MAX_SERVER_WAIT_MS = 600000;
 
 const SYMBOL = /^[A-Za-z0-9._:/-]{1,32}$/;
 const utf8 = new TextEncoder();
@@ -123,6 +136,22 @@ const utf8 = new TextEncoder();
 /** Full-jitter exponential backoff: a random delay up to 1 s, 2 s, 4 s … 60 s. */
 export function backoffDelay(attempt, random = Math.random) {
   return Math.floor(random() * Math.min(MAX_BACKOFF_MS, 1000 * 2 ** attempt));
+}
+
+/** `Retry-After` (whole seconds) in ms, at most MAX_SERVER_WAIT_MS; null if absent or not a number. */
+export function retryAfterMs(value) {
+  if (typeof value !== "string" || !/^\s*\d{1,9}\s*$/.test(value)) return null;
+  return Math.min(Number(value) * 1000, MAX_SERVER_WAIT_MS);
+}
+
+/** The plain-HTTP URL of the WebSocket endpoint (ws→http, wss→https), without query: what a
+ *  failed upgrade is probed with. */
+export function wsProbeUrl(wsUrl) {
+  const u = new URL(wsUrl);
+  u.protocol = u.protocol === "wss:" ? "https:" : "http:";
+  u.search = "";
+  u.hash = "";
+  return u.toString();
 }
 
 /** Whether to reconnect after a close with `code`; `canRefreshToken`: a token callback exists. */
@@ -551,6 +580,7 @@ export class TickcastClient extends EventTarget {
     this.refreshToken = null;
     this.refreshFailures = 0;
     this.refusals = 0;
+    this.serverWait = null;        // {ms, exact}: the wait the server asked for before the next attempt
     this.maxMessage = DEFAULT_MAX_MESSAGE;
     this.run = 0;                  // bumped by connect(), close() and reopens: stale async work checks it
     this.state = "idle";
@@ -683,6 +713,7 @@ export class TickcastClient extends EventTarget {
     // A later connect() starts over with the transport asked for.
     this.transport = this.transportOption === "sse" ? "sse" : "websocket";
     this.blocked = 0;
+    this.serverWait = null;
     this._setState("closed", { code: 1000, reason: "closed by the client" });
   }
 
@@ -785,6 +816,7 @@ export class TickcastClient extends EventTarget {
   _onOpen(conn) {
     if (conn !== this.conn) return;
     this.opened = true;
+    this.serverWait = null;
     this.browserResumes = false;
     this.refusals = 0;
     this.blocked = 0;
@@ -822,6 +854,10 @@ export class TickcastClient extends EventTarget {
     // The server ends the stream: like a WebSocket close, and EventSource must not reconnect by itself.
     if (type === "close") {
       es.close();
+      // "Come back later" (1013) says how long, as the browser's own retry would wait.
+      if (Number.isInteger(payload?.retry_after_ms) && payload.retry_after_ms >= 0) {
+        this.serverWait = { ms: Math.min(payload.retry_after_ms, MAX_SERVER_WAIT_MS), exact: false };
+      }
       return this._onClose(es, Number.isInteger(payload?.code) ? payload.code : 1006, payload?.reason ?? "");
     }
     this._onMessage(es, { type, payload });
@@ -862,6 +898,13 @@ export class TickcastClient extends EventTarget {
         break;
       case "error":
         this._onError(m);
+        break;
+      case "reconnect":
+        // The server is about to close (a drain, or the connection's age) and says when to
+        // come back: spread across clients, so they do not all land on the next node at once.
+        if (Number.isInteger(m.payload?.after_ms) && m.payload.after_ms >= 0) {
+          this.serverWait = { ms: Math.min(m.payload.after_ms, MAX_SERVER_WAIT_MS), exact: true };
+        }
         break;
       default:
         break;
@@ -977,14 +1020,24 @@ export class TickcastClient extends EventTarget {
       const why = code === 4401 ? "not authorized (token expired or refused)" : `server refused (${code}${reason ? ": " + reason : ""})`;
       return this._fail(why);
     }
-    // Browsers show a refused upgrade (401/403), like a proxy refusing it, as 1006, like a
-    // network failure (EventSource shows nothing at all): ask the server over plain HTTP.
-    if (!this.opened && (this.getToken || this._mayFallBack())) return this._probeThenRetry(code, reason);
+    // Browsers show a refused upgrade (503 busy, 401/403), like a proxy refusing it, as 1006,
+    // like a network failure (EventSource shows nothing at all): ask the server over plain HTTP.
+    if (!this.opened && (this.getToken || this.transport === "websocket")) return this._probeThenRetry(code, reason);
     this._retry(code, reason);
   }
 
+  /** Reconnects after the wait the server asked for (`reconnect`: exactly that; `Retry-After`:
+   *  that, with the backoff on top), or after the backoff alone. */
   _retry(code, reason) {
-    const inMs = backoffDelay(this.attempt++, this.random);
+    const asked = this.serverWait;
+    this.serverWait = null;
+    let inMs;
+    if (asked?.exact) {
+      this.attempt = 0;
+      inMs = asked.ms;
+    } else {
+      inMs = (asked?.ms ?? 0) + backoffDelay(this.attempt++, this.random);
+    }
     this._setState("reconnecting", { inMs, code, reason });
     this._after("retry", inMs, () => this.connect());
   }
@@ -998,14 +1051,22 @@ export class TickcastClient extends EventTarget {
     const run = this.run;
     const answer = await this._probe();
     if (this.stopped || run !== this.run) return;
+    if (answer?.busy) {
+      // The server is up and asks for patience (a reconnect storm, full, or shutting down):
+      // nothing is blocking the WebSocket, so this is no reason to fall back to SSE.
+      this.blocked = 0;
+      if (answer.retryAfterMs !== null) this.serverWait = { ms: answer.retryAfterMs, exact: false };
+      return this._retry(code, reason);
+    }
     if (answer?.refused && this.getToken) {
       this.refusals++;
       this._emit("error", { code: "refused", status: answer.status, message: answer.message });
       if (this.refusals >= MAX_REFUSALS) return this._stop(`refused by the server (${answer.status}): ${answer.message}`);
     }
     if (this._mayFallBack()) {
-      // HTTP gets through (200) but the WebSocket did not: count it, in a row.
-      this.blocked = answer?.status === 200 ? this.blocked + 1 : 0;
+      // HTTP gets through (426: the server would let us in) but the WebSocket did not:
+      // count it, in a row.
+      this.blocked = answer?.status === 426 || answer?.status === 200 ? this.blocked + 1 : 0;
       if (this.blocked >= FALLBACK_AFTER) return this._fallBack(code, reason);
     }
     this._retry(code, reason);
@@ -1020,10 +1081,12 @@ export class TickcastClient extends EventTarget {
   }
 
   /**
-   * GET /snapshot (with a fresh token when there is a callback; under SSE for the stream's
-   * symbols, since one the token does not allow refuses the whole stream): null when the
-   * network failed, else {status}, and for 401/403 {status, refused: true, message} with
-   * the server's answer.
+   * Asks the server over plain HTTP how it would answer (with a fresh token when there is a
+   * callback): under WebSocket a plain GET of the /ws URL, which the server answers as it
+   * would the upgrade, taking nothing (426: it would let us in); under SSE GET /snapshot of
+   * the stream's symbols (one the token does not allow refuses the whole stream). Null when
+   * the network failed, else {status}; for 503/429 {status, busy: true, retryAfterMs}; for
+   * 401/403 {status, refused: true, message} with the server's answer.
    */
   async _probe() {
     try {
@@ -1033,8 +1096,11 @@ export class TickcastClient extends EventTarget {
         if (!token) return null;
         headers = { Authorization: "Bearer " + token };
       }
-      const symbols = this.transport === "sse" ? this.streamSymbols : [];
-      const r = await this.fetch(snapshotUrl(this.url, symbols), { headers, signal: probeSignal() });
+      const url = this.transport === "sse" ? snapshotUrl(this.url, this.streamSymbols) : wsProbeUrl(this.url);
+      const r = await this.fetch(url, { headers, signal: probeSignal() });
+      if (r.status === 503 || r.status === 429) {
+        return { status: r.status, busy: true, retryAfterMs: retryAfterMs(r.headers?.get?.("retry-after") ?? null) };
+      }
       if (r.status !== 401 && r.status !== 403) return { status: r.status };
       const text = (await r.text()).trim();
       return { status: r.status, refused: true, message: text || `HTTP ${r.status}` };
@@ -1048,5 +1114,5 @@ if (typeof window !== "undefined") {
   window.Tickcast = { TickcastClient, Book, SendBudget, backoffDelay, shouldReconnect, tokenExpiry, isSymbol,
                       byteLength, maxMessageOf, chunkSubscribe, chunkUnsubscribe, refreshDelayMs,
                       refreshRetryDelayMs, snapshotUrl, sseUrl, fitSseSymbols, wsProtocols, refusedSymbols,
-                      decodeMsgpack, MsgpackError };
+                      decodeMsgpack, MsgpackError, retryAfterMs, wsProbeUrl };
 }

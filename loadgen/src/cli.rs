@@ -77,7 +77,10 @@ pub struct Args {
     #[arg(long, value_name = "PATH")]
     pub auth_secret_file: Option<PathBuf>,
 
-    /// Where the token goes: `header` (Authorization: Bearer) or `query` (?token=).
+    /// Where the token goes: `header` (Authorization: Bearer) or `query`
+    /// (?token=; such tokens live at most 300 s, the server's limit, and the
+    /// server ends a connection when its token expires: header tokens suit
+    /// runs longer than that).
     #[arg(long, default_value = "header", value_parser = ["header", "query"])]
     pub token_in: String,
 

@@ -49,6 +49,12 @@ struct Book {
     last_seq: Vec<u64>,
     /// The `after_ms` of a `reconnect` message on the current connection.
     reconnect_after: Option<Duration>,
+    /// The `epoch` of the last `welcome`: `seq`s compare only within one.
+    epoch: Option<u64>,
+    /// When a connection that was up ended, until a tick arrives on a later one.
+    lost_at: Option<Instant>,
+    /// When the connection after such a loss was welcomed.
+    resumed_at: Option<Instant>,
 }
 
 pub async fn run(shared: Rc<Shared>, n: u64) {
@@ -69,6 +75,9 @@ pub async fn run(shared: Rc<Shared>, n: u64) {
         last_seq: vec![0; symbols.len()],
         symbols,
         reconnect_after: None,
+        epoch: None,
+        lost_at: None,
+        resumed_at: None,
     };
     let url = &spec.urls[n as usize % spec.urls.len()];
     let source = spec.sources[(n as usize / spec.urls.len()) % spec.sources.len()];
@@ -87,11 +96,14 @@ pub async fn run(shared: Rc<Shared>, n: u64) {
             n,
         )
         .await;
+        if was_up && book.lost_at.is_none() {
+            book.lost_at = Some(Instant::now());
+        }
         let mut wait_first = Duration::ZERO;
         if let End::Refused(reason, retry_after) = &end {
             refusals += 1;
             shared.stats.borrow_mut().counters.refused += 1;
-            if refusals >= MAX_REFUSALS {
+            if refusals >= MAX_REFUSALS || !spec.reconnect {
                 let mut stats = shared.stats.borrow_mut();
                 stats.counters.failed += 1;
                 *stats.counters.failures.entry(reason.clone()).or_default() += 1;
@@ -486,6 +498,22 @@ fn on_text(
             return;
         };
         let last = book.last_seq[i];
+        if let (Some(lost), Some(resumed)) = (book.lost_at, book.resumed_at) {
+            // The first tick since a loss: the client is current again.
+            let now = Instant::now();
+            let _ = stats
+                .outage
+                .record(now.duration_since(lost).as_micros() as u64);
+            let _ = stats
+                .resume
+                .record(now.duration_since(resumed).as_micros() as u64);
+            book.lost_at = None;
+            book.resumed_at = None;
+        }
+        if t.seq < last {
+            // Older than what this client holds (same epoch): a stale value.
+            stats.counters.stale += 1;
+        }
         if measuring {
             let _ = stats.loadgen_delay.record(own_delay);
             let _ = stats.fanout.record(receipt.saturating_sub(t.pub_us));
@@ -508,6 +536,17 @@ fn on_text(
     match v["type"].as_str() {
         Some("welcome") => {
             *welcomed = true;
+            // A new lineage of `seq` (a restarted single node): what we hold
+            // compares with nothing, so resume from nothing.
+            let epoch = v["payload"]["epoch"].as_u64();
+            if book.epoch.is_some() && epoch != book.epoch {
+                book.last_seq.fill(0);
+                stats.counters.new_epochs += 1;
+            }
+            book.epoch = epoch;
+            if book.lost_at.is_some() {
+                book.resumed_at = Some(Instant::now());
+            }
             let names: Vec<&str> = book.symbols.iter().map(|&s| universe[s].as_str()).collect();
             let since: serde_json::Map<String, serde_json::Value> = book
                 .symbols

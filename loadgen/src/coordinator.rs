@@ -334,7 +334,7 @@ fn universe(args: &Args, minter: Option<&crate::token::Minter>) -> Result<Vec<St
     }
     let url = &args.urls[0];
     let path = match minter {
-        Some(m) => format!("/snapshot?token={}", m.mint(0)),
+        Some(m) => format!("/snapshot?token={}", m.mint_for_query(0)),
         None => "/snapshot".to_string(),
     };
     // Errors name the path without the token.

@@ -59,7 +59,7 @@ impl Run {
             "duration_s": self.duration_s,
             "connect_s": self.connect_s,
             "connections": {"target": self.target, "established": c.established, "failed": c.failed, "reconnects": c.reconnects,
-                "refused_retry_after": c.refused, "reconnect_messages": c.reconnect_messages},
+                "refused_retry_after": c.refused, "reconnect_messages": c.reconnect_messages, "new_epochs": c.new_epochs},
             "messages": {
                 "received": c.received,
                 "snapshots": c.snapshots,
@@ -67,11 +67,14 @@ impl Run {
                 "expected": self.expected(),
             },
             "gaps": c.gaps,
+            "stale": c.stale,
             "latency_us": {
                 "fanout": lat(Percentiles::of(&self.stats.fanout)),
                 "end_to_end": lat(Percentiles::of(&self.stats.end_to_end)),
                 "handshake": lat(Percentiles::of(&self.stats.handshake)),
                 "loadgen_delay": lat(Percentiles::of(&self.stats.loadgen_delay)),
+                "outage": lat(Percentiles::of(&self.stats.outage)),
+                "resume": lat(Percentiles::of(&self.stats.resume)),
             },
             "closes": c.closes,
             "errors": c.errors,
@@ -81,6 +84,8 @@ impl Run {
                 "end_to_end": encode(&self.stats.end_to_end),
                 "handshake": encode(&self.stats.handshake),
                 "loadgen_delay": encode(&self.stats.loadgen_delay),
+                "outage": encode(&self.stats.outage),
+                "resume": encode(&self.stats.resume),
             },
             "loadgen": {
                 "rss_bytes": c.rss_bytes,
@@ -119,8 +124,8 @@ impl Run {
             c.established, self.target, c.failed, c.reconnects, c.refused, c.reconnect_messages, self.connect_s, self.workers.len()
         );
         s += &format!(
-            "messages     {} received in {:.1} s = {:.1}/s; {} snapshots; {} gaps",
-            c.received, self.duration_s, rate, c.snapshots, c.gaps
+            "messages     {} received in {:.1} s = {:.1}/s; {} snapshots; {} gaps; {} stale",
+            c.received, self.duration_s, rate, c.snapshots, c.gaps, c.stale
         );
         if let Some(e) = self.expected() {
             s += &format!("; the feed implies {e}");
@@ -131,6 +136,8 @@ impl Run {
             ("end-to-end", &self.stats.end_to_end),
             ("handshake", &self.stats.handshake),
             ("own delay", &self.stats.loadgen_delay),
+            ("outage", &self.stats.outage),
+            ("resume", &self.stats.resume),
         ] {
             let p = Percentiles::of(h);
             s += &format!(

@@ -71,6 +71,12 @@ pub struct Stats {
     /// own delay, left out of the latencies above (they use the kernel's
     /// arrival time as receipt).
     pub loadgen_delay: Histogram<u64>,
+    /// After a connection that was up ended: until the first tick on a
+    /// later one (what the client went without, waits and backoff included).
+    pub outage: Histogram<u64>,
+    /// From the welcome of that later connection to its first tick (the
+    /// server's share: subscribe, snapshots).
+    pub resume: Histogram<u64>,
     pub counters: Counters,
 }
 
@@ -86,6 +92,11 @@ pub struct Counters {
     pub refused: u64,
     /// `reconnect` messages the server sent before closing (drain, age).
     pub reconnect_messages: u64,
+    /// Welcomes with another `epoch` than the connection's last one.
+    pub new_epochs: u64,
+    /// Ticks (snapshots included) older than what the connection held: a
+    /// stale value shown after a resume. Must stay 0.
+    pub stale: u64,
     /// Live ticks (snapshots not included).
     pub received: u64,
     pub snapshots: u64,
@@ -114,6 +125,8 @@ impl Counters {
         self.reconnects += o.reconnects;
         self.refused += o.refused;
         self.reconnect_messages += o.reconnect_messages;
+        self.new_epochs += o.new_epochs;
+        self.stale += o.stale;
         self.received += o.received;
         self.snapshots += o.snapshots;
         self.gaps += o.gaps;
@@ -142,6 +155,8 @@ impl Default for Stats {
             end_to_end: new_histogram(),
             handshake: new_histogram(),
             loadgen_delay: new_histogram(),
+            outage: new_histogram(),
+            resume: new_histogram(),
             counters: Counters::default(),
         }
     }
@@ -154,7 +169,8 @@ pub struct WorkerReport {
     pub source_addrs: Vec<String>,
     pub final_report: bool,
     pub counters: Counters,
-    /// Serialized histograms: `fanout`, `end_to_end`, `handshake`.
+    /// Serialized histograms: `fanout`, `end_to_end`, `handshake`,
+    /// `loadgen_delay`, `outage`, `resume`.
     pub histograms: BTreeMap<String, String>,
 }
 
@@ -165,6 +181,8 @@ impl Stats {
             ("end_to_end", &self.end_to_end),
             ("handshake", &self.handshake),
             ("loadgen_delay", &self.loadgen_delay),
+            ("outage", &self.outage),
+            ("resume", &self.resume),
         ]
         .into_iter()
         .map(|(k, h)| (k.to_string(), encode(h)))
@@ -204,6 +222,8 @@ pub fn merge(reports: &[WorkerReport]) -> Result<Stats, String> {
             ("end_to_end", &mut total.end_to_end),
             ("handshake", &mut total.handshake),
             ("loadgen_delay", &mut total.loadgen_delay),
+            ("outage", &mut total.outage),
+            ("resume", &mut total.resume),
         ] {
             if let Some(s) = r.histograms.get(name) {
                 h.add(decode(s)?)

@@ -30,14 +30,32 @@ impl Minter {
         Minter { secret, spec }
     }
 
-    /// A one-time token for connection `n`, entitled to everything.
+    /// A one-time token for connection `n`, entitled to everything, made
+    /// for where the spec puts it.
     pub fn mint(&self, n: u64) -> String {
+        self.mint_for(n, self.spec.in_query)
+    }
+
+    /// A one-time token for `?token=`: the server takes those only when they
+    /// expire within [`tickcast::auth::MAX_QUERY_TOKEN_TTL`] (they are used
+    /// once, at the upgrade; the connection then ends at its `exp` unless
+    /// refreshed, so header tokens are the choice for long runs).
+    pub fn mint_for_query(&self, n: u64) -> String {
+        self.mint_for(n, true)
+    }
+
+    fn mint_for(&self, n: u64, in_query: bool) -> String {
+        let ttl = if in_query {
+            self.spec.ttl_secs.min(tickcast::auth::MAX_QUERY_TOKEN_TTL)
+        } else {
+            self.spec.ttl_secs
+        };
         let now = tickcast::clock::now_secs();
         sign(
             &self.secret,
             &Claims {
                 sub: format!("loadgen-{n}"),
-                exp: now + self.spec.ttl_secs,
+                exp: now + ttl,
                 iat: Some(now),
                 nbf: None,
                 jti: Some(format!("{:032x}", fastrand::u128(..))),

@@ -55,7 +55,7 @@ impl Server {
         Server { child, addr }
     }
 
-    fn metric(&self, series: &str) -> f64 {
+    fn metrics_text(&self) -> String {
         let mut s = TcpStream::connect(self.addr).unwrap();
         write!(
             s,
@@ -64,7 +64,12 @@ impl Server {
         .unwrap();
         let mut text = String::new();
         s.read_to_string(&mut text).unwrap();
-        tickcast::metrics::sample(&text, series).unwrap_or_else(|| panic!("no {series}"))
+        text
+    }
+
+    fn metric(&self, series: &str) -> f64 {
+        tickcast::metrics::sample(&self.metrics_text(), series)
+            .unwrap_or_else(|| panic!("no {series}"))
     }
 
     fn wait_metric(&self, series: &str, pred: impl Fn(f64) -> bool) {
@@ -183,7 +188,16 @@ fn every_connection_comes_back_after_a_server_restart() {
     let listen = format!("127.0.0.1:{port}");
     let first = Server::start(
         &listen,
-        &["--symbols", "50", "--rate", "500", "--drain-timeout", "1s"],
+        &[
+            "--symbols",
+            "50",
+            "--rate",
+            "500",
+            "--drain-timeout",
+            "1s",
+            "--drain-period",
+            "1s",
+        ],
     );
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("report.json");
@@ -223,7 +237,172 @@ fn every_connection_comes_back_after_a_server_restart() {
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );
+    assert_eq!(
+        r["connections"]["reconnect_messages"], 100,
+        "each close came after a reconnect message"
+    );
     assert!(r["messages"]["received"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn an_authenticated_server_is_loaded_with_a_token_each_within_its_handshake_rate() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, "loadgen-test-secret-0123456789").unwrap();
+    let secret = secret.to_str().unwrap();
+    let server = Server::start(
+        "127.0.0.1:0",
+        &[
+            "--auth-secret-file",
+            secret,
+            "--max-handshake-rate",
+            "40",
+            "--symbols",
+            "50",
+        ],
+    );
+    let mut refused_seen = 0;
+    for token_in in ["query", "header"] {
+        let json = dir.path().join(format!("report-{token_in}.json"));
+        let out = Command::new(loadgen())
+            .args([
+                "--url",
+                &format!("ws://{}/ws", server.addr),
+                "--connections",
+                "120",
+                "--procs",
+                "2",
+                "--symbols-per-conn",
+                "2",
+            ])
+            .args(["--auth-secret-file", secret, "--token-in", token_in])
+            .args(["--duration", "1s", "--json", json.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert_ran(&out);
+        let r = report(&json);
+        let human = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(r["connections"]["established"], 120, "{human}");
+        assert_eq!(r["connections"]["failed"], 0, "{human}");
+        // 120 at once against 40/s: most wait out a Retry-After first.
+        let refused = r["connections"]["refused_retry_after"].as_u64().unwrap();
+        assert!(refused > 0, "{human}");
+        refused_seen += refused;
+        assert!(r["messages"]["received"].as_u64().unwrap() > 0, "{human}");
+    }
+    // Every token was good (no auth failure of any kind), and the server's
+    // rate refusals are the ones loadgen counted and waited out.
+    let text = server.metrics_text();
+    let auth_failures: f64 = text
+        .lines()
+        .filter(|l| l.starts_with("tickcast_auth_failures_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(auth_failures, 0.0);
+    assert_eq!(
+        server.metric("tickcast_refused_total{reason=\"handshake_rate\"}"),
+        refused_seen as f64
+    );
+}
+
+#[test]
+fn a_wrong_secret_is_reported_as_refused_upgrades_not_retried_forever() {
+    let dir = tempfile::tempdir().unwrap();
+    let (right, wrong) = (dir.path().join("right"), dir.path().join("wrong"));
+    std::fs::write(&right, "the-servers-secret-0123456789").unwrap();
+    std::fs::write(&wrong, "not-the-servers-secret-012345").unwrap();
+    let server = Server::start(
+        "127.0.0.1:0",
+        &["--auth-secret-file", right.to_str().unwrap()],
+    );
+    let out = Command::new(loadgen())
+        .args([
+            "--url",
+            &format!("ws://{}/ws", server.addr),
+            "--connections",
+            "5",
+            "--duration",
+            "1s",
+        ])
+        .args(["--auth-secret-file", wrong.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("401"), "{text}");
+}
+
+/// The reconnect storm of RELIABILITY.md, small: the node is killed
+/// (SIGKILL) under 600 subscribed connections and restarted with a handshake
+/// rate limit. Every client comes back (none gives up) through the 503s,
+/// resubscribes from nothing on the new epoch, and sees no `seq` gap.
+#[test]
+fn after_a_sigkill_every_client_comes_back_through_the_rate_limit_with_no_gap() {
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let flags = [
+        "--symbols",
+        "50",
+        "--rate",
+        "500",
+        "--max-handshake-rate",
+        "200",
+    ];
+    let first = Server::start(&listen, &flags);
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("report.json");
+    let run = Command::new(loadgen())
+        .args([
+            "--url",
+            &format!("ws://{listen}/ws"),
+            "--connections",
+            "600",
+            "--procs",
+            "2",
+            "--symbols-per-conn",
+            "3",
+        ])
+        .args(["--duration", "15s", "--json", json.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    first.wait_metric("tickcast_subscriptions", |v| v == 1800.0);
+    let refused_before = first.metric("tickcast_refused_total{reason=\"handshake_rate\"}");
+    let mut first = first;
+    first.child.kill().unwrap();
+    let _ = first.child.wait();
+    let second = Server::start(&listen, &flags);
+    second.wait_metric("tickcast_connections", |v| v == 600.0);
+    second.wait_metric("tickcast_subscriptions", |v| v == 1800.0);
+    let refused_after = second.metric("tickcast_refused_total{reason=\"handshake_rate\"}");
+    assert!(refused_after > 0.0, "600 at once against 200/s");
+    let out = run.wait_with_output().unwrap();
+    assert_ran(&out);
+    let human = String::from_utf8_lossy(&out.stdout);
+    let r = report(&json);
+    let c = &r["connections"];
+    assert_eq!(c["established"], 600, "{human}");
+    assert_eq!(c["failed"], 0, "none gave up: {human}");
+    assert_eq!(c["reconnects"], 600, "{human}");
+    assert_eq!(c["new_epochs"], 600, "a restarted node starts a new epoch");
+    assert_eq!(
+        c["refused_retry_after"].as_f64(),
+        Some(refused_before + refused_after),
+        "every 503 was waited out: {human}"
+    );
+    assert_eq!(r["gaps"], 0, "{human}");
+    assert_eq!(r["stale"], 0, "{human}");
+    for kind in ["outage", "resume"] {
+        assert_eq!(
+            r["latency_us"][kind]["count"], 600,
+            "each client current again after the restart: {kind}"
+        );
+    }
 }
 
 #[test]

@@ -22,10 +22,7 @@ use tokio::net::TcpStream;
 /// `GET /ws`: the WebSocket upgrade.
 pub fn upgrade(mut req: Request<Incoming>, state: &AppState) -> Reply {
     if !ws::upgrade::is_upgrade(req.headers()) {
-        return closing(text(
-            StatusCode::BAD_REQUEST,
-            "/ws expects a WebSocket upgrade (Connection: Upgrade, Upgrade: websocket)",
-        ));
+        return probe(&req, state);
     }
     let valid = match ws::upgrade::validate(req.method(), req.version(), req.headers()) {
         Ok(v) => v,
@@ -82,6 +79,61 @@ pub fn upgrade(mut req: Request<Incoming>, state: &AppState) -> Reply {
     });
     METRICS.upgrade(UpgradeResult::Accepted);
     ws::upgrade::switching_protocols(&valid)
+}
+
+/// A plain `GET /ws` (no upgrade): how an upgrade would be answered now,
+/// without taking anything (no rate token, no connection place). A browser
+/// cannot read the answer to a refused upgrade, so `client.js` asks this
+/// after an attempt fails before it opens: 503 with `Retry-After` (busy or
+/// shutting down: wait that long), 403 (origin), 401/403 (its token), or
+/// 426 (it would be let in: the upgrade itself did not get through, as
+/// behind a proxy that refuses upgrades).
+fn probe(req: &Request<Incoming>, state: &AppState) -> Reply {
+    let mut r = probe_answer(req, state);
+    origin::add_cors(&mut r, req.headers());
+    closing(r)
+}
+
+fn probe_answer(req: &Request<Incoming>, state: &AppState) -> Reply {
+    if state.shutting_down.load(Ordering::Acquire) {
+        return unavailable("shutting down: no new connections");
+    }
+    if !state.serves_clients {
+        return unavailable("this node is a cluster ingest: connect to an edge");
+    }
+    if !state.origins.allows(req.headers()) {
+        return text(
+            StatusCode::FORBIDDEN,
+            "origin not allowed (--allowed-origins)",
+        );
+    }
+    if let Some(seconds) = state.admission.rate_wait() {
+        let mut r = unavailable(format!(
+            "too many new connections (--max-handshake-rate): try again in {seconds} s"
+        ));
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        return r;
+    }
+    if state.admission.is_full() {
+        return unavailable(format!(
+            "server full: {} connections (--max-connections); try again later",
+            state.admission.max_connections()
+        ));
+    }
+    match authenticate(req, state) {
+        Err(_) if state.allow_auth_message && no_token_given(req) => {}
+        Err((status, message)) => return text(status, message),
+        Ok(_) => {}
+    }
+    let mut r = text(
+        StatusCode::UPGRADE_REQUIRED,
+        "/ws expects a WebSocket upgrade (Connection: Upgrade, Upgrade: websocket)",
+    );
+    let h = r.headers_mut();
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert("sec-websocket-version", HeaderValue::from_static("13"));
+    r
 }
 
 /// `GET /sse?symbols=A,B`: a Server-Sent Events stream of those symbols.
@@ -166,11 +218,13 @@ fn come_back_later(refusal: &Reply, req: &Request<Incoming>) -> Reply {
         Body::Whole(Some(b)) => String::from_utf8_lossy(b).trim().to_string(),
         _ => String::new(),
     };
-    let close = serde_json::json!({"code": ws::close::TRY_AGAIN_LATER, "reason": reason});
-    let body = format!(
-        "retry: {}\nevent: close\ndata: {close}\n\n",
-        retry_s * 1000 + fastrand::u64(0..1000)
-    );
+    let retry_ms = retry_s * 1000 + fastrand::u64(0..1000);
+    let close = serde_json::json!({
+        "code": ws::close::TRY_AGAIN_LATER,
+        "reason": reason,
+        "retry_after_ms": retry_ms,
+    });
+    let body = format!("retry: {retry_ms}\nevent: close\ndata: {close}\n\n");
     let mut r = event_stream(req);
     *r.body_mut() = Body::whole(body);
     closing(r)

@@ -44,11 +44,15 @@ pub struct AppState {
     pub feed_ready: Arc<AtomicBool>,
     /// In a cluster: whether NATS is connected now.
     pub bus_connected: Option<Arc<AtomicBool>>,
+    /// Whether this node has joined the bus (read the bucket; the ingest
+    /// resumed `seq`); always true on a single node.
+    pub bus_ready: Arc<AtomicBool>,
     /// False on a cluster ingest, which serves no WebSocket clients.
     pub serves_clients: bool,
     /// Cluster edge: the bucket of last values, which `/snapshot` reads (the
     /// edge itself holds only the symbols its clients follow).
-    pub last_values: Option<async_nats::jetstream::kv::Store>,
+    /// Set once the edge has joined the bus.
+    pub last_values: Option<Arc<std::sync::OnceLock<async_nats::jetstream::kv::Store>>>,
     pub shutting_down: AtomicBool,
     pub admission: Arc<Admission>,
     pub origins: Origins,
@@ -112,13 +116,14 @@ pub async fn handle(
     if !known {
         return Ok(text(StatusCode::NOT_FOUND, format!("no such path: {path}")));
     }
-    let preflight = req.method() == Method::OPTIONS && path == "/snapshot";
+    // `/ws` too: client.js probes it with a token when an upgrade fails.
+    let preflight = req.method() == Method::OPTIONS && matches!(path, "/snapshot" | "/ws");
     if req.method() != Method::GET && req.method() != Method::HEAD && !preflight {
         let mut r = text(
             StatusCode::METHOD_NOT_ALLOWED,
             format!("{path} answers GET only"),
         );
-        let allow = if path == "/snapshot" {
+        let allow = if matches!(path, "/snapshot" | "/ws") {
             "GET, HEAD, OPTIONS"
         } else {
             "GET, HEAD"
@@ -128,6 +133,7 @@ pub async fn handle(
         return Ok(r);
     }
     Ok(match path {
+        "/ws" if preflight => snapshot::preflight(&req, &state),
         "/ws" => clients::upgrade(req, &state),
         "/sse" => clients::stream(&req, &state),
         "/snapshot" if preflight => snapshot::preflight(&req, &state),
@@ -150,6 +156,11 @@ pub async fn handle(
 fn readiness(state: &AppState) -> Reply {
     if state.shutting_down.load(Ordering::Acquire) {
         text(StatusCode::SERVICE_UNAVAILABLE, "shutting down")
+    } else if !state.bus_ready.load(Ordering::Acquire) {
+        text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "joining the bus (NATS): not reachable yet",
+        )
     } else if !state.feed_ready.load(Ordering::Acquire) {
         text(StatusCode::SERVICE_UNAVAILABLE, "feed not running yet")
     } else if state

@@ -74,8 +74,11 @@ async fn body(req: &Request<Incoming>, state: &AppState) -> Reply {
         }
         None => None,
     };
-    if let Some(store) = &state.last_values {
-        return from_bucket(store, named, claims, &state.snapshots).await;
+    if let Some(cell) = &state.last_values {
+        return match cell.get() {
+            Some(store) => from_bucket(store, named, claims, &state.snapshots).await,
+            None => super::unavailable("joining the bus (NATS): no last values yet"),
+        };
     }
     let slots = match named {
         Some(names) => Arc::new(names.iter().filter_map(|n| state.table.get(n)).collect()),

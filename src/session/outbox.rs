@@ -154,6 +154,11 @@ impl Outbox {
         }
     }
 
+    /// Live updates queued now.
+    pub fn queued(&self) -> u32 {
+        self.ticks_len.load(Ordering::Relaxed)
+    }
+
     /// The `--queue` bound on live updates.
     pub fn capacity(&self) -> u32 {
         self.capacity

@@ -112,6 +112,13 @@ impl Server {
             server.log_lines.push(line);
             if let Some(addr) = listening {
                 server.addr = addr.parse().unwrap();
+            }
+            // A cluster ingest starts its `tcp://` feed after it has joined
+            // the bus, so after it listens: wait for both.
+            let wants_feed = flags
+                .windows(2)
+                .any(|w| w[0] == "--feed" && w[1].starts_with("tcp://"));
+            if server.addr.port() != 0 && (!wants_feed || server.feed_addr.is_some()) {
                 return server;
             }
         }
@@ -124,6 +131,11 @@ impl Server {
     pub fn signal(&self, sig: i32) {
         // SAFETY: sends a signal to the child this test started.
         unsafe { libc::kill(self.pid(), sig) };
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
     }
 
     /// Waits for the process to exit and returns its status code.

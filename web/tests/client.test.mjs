@@ -7,7 +7,8 @@ import {
   backoffDelay, shouldReconnect, tokenExpiry, Book, TickcastClient, MAX_BACKOFF_MS, chunkSubscribe,
   chunkUnsubscribe, byteLength, maxMessageOf, refreshDelayMs, refreshRetryDelayMs, snapshotUrl, refusedSymbols,
   isSymbol, SendBudget, SEND_BURST, decodeMsgpack, MsgpackError, MSGPACK_MAX_DEPTH, sseUrl, fitSseSymbols,
-  wsProtocols, MAX_SSE_URL, FALLBACK_AFTER, SSE_REOPEN_DELAY_MS, SSE_RETRY_MAX_MS,
+  wsProtocols, MAX_SSE_URL, FALLBACK_AFTER, SSE_REOPEN_DELAY_MS, SSE_RETRY_MAX_MS, retryAfterMs, wsProbeUrl,
+  MAX_SERVER_WAIT_MS,
 } from "../client.js";
 import { encode } from "@msgpack/msgpack";
 
@@ -224,7 +225,9 @@ const jwt = (claims) => `h.${Buffer.from(JSON.stringify(claims)).toString("base6
 function setup(options = {}, clock = new FakeClock()) {
   FakeSocket.all = [];
   FakeSocket.clock = clock;
+  // A failed upgrade is probed over HTTP: unless a test gives a fetch, the network is down.
   const c = new TickcastClient({ url: "ws://x/ws", WebSocket: FakeSocket, random: () => 0, pingAfterMs: 3_600_000, openTimeoutMs: 3_600_000,
+                                 fetch: async () => { throw new TypeError("Failed to fetch"); },
                                  ...clock.options, ...options });
   const events = { state: [], error: [], unsubscribed: [], tick: [] };
   for (const type of Object.keys(events)) c.addEventListener(type, (e) => events[type].push(e.detail));
@@ -608,7 +611,7 @@ test("three refused upgrades in a row: the client stops, saying why", async () =
     await failBeforeOpen(clock, 3);
     assert.equal(FakeSocket.all.length, 3, "three attempts, no fourth");
     assert.equal(calls.length, 3);
-    assert.equal(calls[0].url, "http://x/snapshot?symbols=");
+    assert.equal(calls[0].url, "http://x/ws", "the upgrade's URL, as plain HTTP");
     assert.ok(calls.every((k) => k.auth.startsWith("Bearer ")));
     assert.equal(new Set([...calls.map((k) => k.auth.slice(7)), ...FakeSocket.all.map((s) => s.url)]).size, 6, "a fresh token each time");
     assert.equal(issued.length, 6);
@@ -653,12 +656,14 @@ test("refusals count only in a row: an open connection starts the count over", a
   c.close();
 });
 
-test("without a token callback a WebSocket that never opened is a network failure: no probe, retry", async () => {
+test("without a token callback a 401 probe changes nothing: no token to blame, retry", async () => {
   const { fetch, calls } = fakeFetch(401);
   const { c, clock, events } = setup({ fetch, transport: "websocket" });
   await c.connect();
   assert.equal(await failBeforeOpen(clock, 5), 5);
-  assert.equal(calls.length, 0);
+  assert.equal(calls.length, 5, "each failure probed (for a Retry-After)");
+  assert.ok(calls.every((k) => k.url === "http://x/ws" && k.auth === undefined));
+  assert.deepEqual(events.error, []);
   assert.equal(events.state.at(-1).state, "connecting");
   c.close();
 });
@@ -1157,7 +1162,7 @@ test("websocket forced: never an EventSource, whatever the probe says", async ()
   await c.connect();
   await failBeforeOpen(clock, 5);
   assert.equal(FakeEventSource.all.length, 0);
-  assert.equal(calls.length, 0, "no probe without a token: nothing to decide");
+  assert.equal(calls.length, 5, "probed for a Retry-After, never a reason to switch");
   c.close();
 });
 
@@ -1249,5 +1254,90 @@ test("sse: a reconnect resumes from the last mark; a stream that adds symbols st
   await clock.advance(200);
   assert.deepEqual(es(3).symbols, ["A", "C"]);
   assert.equal(new URL(es(3).url).searchParams.get("lastEventId"), null, "C was never streamed: snapshots of all");
+  c.close();
+});
+
+// ---------------------------------------------------------------- deploys and storms
+
+test("retryAfterMs reads whole seconds, capped; wsProbeUrl is the upgrade's URL over HTTP", () => {
+  for (const [v, ms] of [["7", 7000], [" 12 ", 12000], ["0", 0], ["99999999", MAX_SERVER_WAIT_MS]]) assert.equal(retryAfterMs(v), ms, v);
+  for (const v of [null, undefined, "", "1e3", "-1", "2.5", "Wed, 21 Oct 2015 07:28:00 GMT"]) assert.equal(retryAfterMs(v), null, String(v));
+  assert.equal(wsProbeUrl("wss://h:8443/feed/ws?token=abc#x"), "https://h:8443/feed/ws");
+  assert.equal(wsProbeUrl("ws://x/ws"), "http://x/ws");
+});
+
+test("a reconnect message: the client comes back after exactly after_ms, not its backoff", async () => {
+  const { c, clock, events, socket } = setup({ random: () => 0.999 });
+  await c.connect();
+  socket(0).serverSays({ type: "welcome", payload: { epoch: 1 } });
+  socket(0).serverSays({ type: "reconnect", payload: { after_ms: 1234, reason: "server shutting down" } });
+  socket(0).serverCloses(1001, "server shutting down");
+  assert.deepEqual(events.state.at(-1), { state: "reconnecting", inMs: 1234, code: 1001, reason: "server shutting down" });
+  await clock.advance(1233);
+  assert.equal(FakeSocket.all.length, 1);
+  await clock.advance(1);
+  assert.equal(FakeSocket.all.length, 2);
+  // The advice is for one reconnect: a later plain loss goes back to the backoff.
+  socket(1).serverSays({ type: "welcome", payload: { epoch: 1 } });
+  socket(1).serverCloses(1006);
+  assert.equal(events.state.at(-1).inMs, 999, "backoff (first step, random 0.999)");
+  // A wait beyond reason is capped; a malformed one is ignored.
+  await clock.advance(999);
+  socket(2).serverSays({ type: "welcome", payload: { epoch: 1 } });
+  socket(2).serverSays({ type: "reconnect", payload: { after_ms: 1e12, reason: "x" } });
+  socket(2).serverCloses(1001);
+  assert.equal(events.state.at(-1).inMs, MAX_SERVER_WAIT_MS);
+  await clock.advance(MAX_SERVER_WAIT_MS);
+  socket(3).serverSays({ type: "welcome", payload: { epoch: 1 } });
+  socket(3).serverSays({ type: "reconnect", payload: { after_ms: "soon" } });
+  socket(3).serverCloses(1001);
+  assert.equal(events.state.at(-1).inMs, 999);
+  c.close();
+});
+
+/** A fake fetch answering 503 with `Retry-After: seconds`; records the URLs asked. */
+function busyFetch(seconds) {
+  const urls = [];
+  const fetch = async (url) => {
+    urls.push(url);
+    return { status: 503, headers: { get: (h) => (h.toLowerCase() === "retry-after" ? String(seconds) : null) },
+             text: async () => "too many new connections" };
+  };
+  return { urls, fetch };
+}
+
+test("a refused upgrade probed busy (503, Retry-After): that wait plus the backoff, and no switch to SSE", async () => {
+  const clock = new FakeClock();
+  const { urls, fetch } = busyFetch(7);
+  const { c, events } = setupTransports({ fetch, symbols: ["A"], random: () => 0.5 }, clock);
+  await c.connect();
+  FakeSocket.all[0].failsBeforeOpen();
+  await clock.advance(0);
+  assert.deepEqual(urls, ["http://x/ws"]);
+  assert.equal(events.state.at(-1).inMs, 7000 + 500, "Retry-After, then half of the first backoff step");
+  await clock.advance(7499);
+  assert.equal(FakeSocket.all.length, 1, "not before");
+  await clock.advance(1);
+  assert.equal(FakeSocket.all.length, 2);
+  assert.equal(await failBeforeOpen(clock, 4), 4);
+  assert.equal(FakeEventSource.all.length, 0, "a busy server is not a proxy blocking the WebSocket");
+  assert.deepEqual(events.error, []);
+  c.close();
+});
+
+test("SSE: a reconnect event is waited for exactly; a refused stream's retry_after_ms with the backoff on top", async () => {
+  const clock = new FakeClock();
+  const { c, events, es } = setupTransports({ transport: "sse", symbols: ["A"], random: () => 0.5 }, clock);
+  await c.connect();
+  es(0).serverSends("welcome", sseWelcome());
+  es(0).serverSends("reconnect", { after_ms: 2500, reason: "server shutting down" });
+  es(0).serverSends("close", { code: 1001, reason: "server shutting down" });
+  assert.equal(events.state.at(-1).inMs, 2500);
+  await clock.advance(2500);
+  assert.equal(FakeEventSource.all.length, 2);
+  es(1).serverSends("close", { code: 1013, reason: "too many new connections", retry_after_ms: 4000 });
+  assert.equal(events.state.at(-1).inMs, 4000 + 500);
+  await clock.advance(4500);
+  assert.equal(FakeEventSource.all.length, 3);
   c.close();
 });
