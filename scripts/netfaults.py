@@ -165,10 +165,10 @@ def main():
 
         def loss(on):
             if on:
-                rules = (f"table inet tickcastloss {{ chain out {{ type filter hook output priority 0; "
-                         f"oifname \"{ns_if}\" numgen random mod 100 < 10 drop; }} "
-                         f"chain inp {{ type filter hook input priority 0; "
-                         f"iifname \"{ns_if}\" numgen random mod 100 < 10 drop; }} }}")
+                rules = (f"table inet tickcastloss {{\n"
+                         f"  chain out {{ type filter hook output priority 0; oifname \"{ns_if}\" numgen random mod 100 < 10 drop; }}\n"
+                         f"  chain inp {{ type filter hook input priority 0; iifname \"{ns_if}\" numgen random mod 100 < 10 drop; }}\n"
+                         f"}}\n")
                 subprocess.run([*in_ns, "nft", "-f", "-"], input=rules, text=True, check=True)
             else:
                 sh(*in_ns, "nft", "delete", "table", "inet", "tickcastloss")

@@ -106,6 +106,10 @@ def main():
             return False
 
     samples = {name: [] for name in ops}
+    # Queue entries dropped for slow readers (drop-oldest: the latest value is
+    # re-sent, so the client sees a seq gap, not a stale value), per edge,
+    # summed across its restarts.
+    dropped, last_dropped = {}, {}
     stop = threading.Event()
 
     def sample():
@@ -116,6 +120,8 @@ def main():
                     m = scrape(f"http://127.0.0.1:{port}/metrics")
                     samples[name].append((t, m.get("tickcast_connections", 0.0), m.get(ACCEPTED, 0.0),
                                           m.get(REFUSED, 0.0) + m.get(UNAVAILABLE, 0.0)))
+                    dropped[name] = dropped.get(name, 0.0) + max(0.0, m.get("tickcast_dropped_total", 0.0) - last_dropped.get(name, 0.0))
+                    last_dropped[name] = m.get("tickcast_dropped_total", 0.0)
                 except OSError:
                     pass
             stop.wait(max(0.0, 0.1 - (time.time() - t)))
@@ -195,6 +201,7 @@ def main():
         "reconnect_messages": r["connections"]["reconnect_messages"],
         "loadgen_waited_retry_after": r["connections"]["refused_retry_after"],
         "seq_gaps": r["gaps"], "stale_after_resume": r["stale"],
+        "dropped_for_slow_readers": {n: round(v) for n, v in dropped.items()},
         "outage_ms": {**{k: lat["outage"][k] / 1000 for k in ("p50", "p99", "max")}, "count": lat["outage"]["count"]},
         "resume_ms": {**{k: lat["resume"][k] / 1000 for k in ("p50", "p99", "max")}, "count": lat["resume"]["count"]},
         "closes": r["closes"], "loadgen_saturated": r["loadgen"]["saturated"],

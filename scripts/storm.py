@@ -70,6 +70,7 @@ class Sampler(threading.Thread):
     KEEP = ("tickcast_connections", "tickcast_subscriptions",
             'tickcast_connections_total{result="accepted"}',
             'tickcast_refused_total{reason="handshake_rate"}',
+            'tickcast_refused_total{reason="handshakes"}',
             "process_resident_memory_bytes", "process_cpu_seconds_total")
 
     def __init__(self, url, every):
@@ -166,6 +167,8 @@ def main():
         "reconnects": r["connections"]["reconnects"],
         "loadgen_waited_retry_after": r["connections"]["refused_retry_after"],
         "seq_gaps": r["gaps"],
+        "stale": r["stale"],
+        "refused_503_busy_handshakes_after_restart": after[-1][1]['tickcast_refused_total{reason="handshakes"}'] if after else None,
         "outage_ms": {**{k: lat["outage"][k] / 1000 for k in ("p50", "p99", "max")}, "count": lat["outage"]["count"]},
         "resume_ms": {**{k: lat["resume"][k] / 1000 for k in ("p50", "p99", "max")}, "count": lat["resume"]["count"]},
         "fanout_p99_ms": lat["fanout"]["p99"] / 1000,

@@ -279,7 +279,10 @@ impl Hub {
             max_feed_symbols: usize::MAX,
             valued: 0,
             sampled_at: Instant::now(),
-            remote: crate::pacer::Pacer::new(window),
+            // Half the window: an update the bus delivers a little early
+            // (jitter) still goes out as it is; a backlog arriving within
+            // milliseconds is still collapsed to its latest value.
+            remote: crate::pacer::Pacer::new(window / 2),
         }
     }
 

@@ -4,10 +4,11 @@
 //! The ingest's coalescer keeps every symbol to one update per window, but
 //! the bus does not keep that pace: after an outage the ingest's NATS client
 //! flushes what it buffered, and an edge would pass the backlog on as a
-//! burst of stale ticks. The edge applies the window again: a symbol quiet
-//! for a whole window goes out at once; what comes within the window waits,
-//! the newest only, until the window closes. The latest value always goes
-//! out, within one window. Windows all have the same length, so a FIFO of
+//! burst of stale ticks. The edge applies a window again (half the
+//! coalescing window, so that the bus's ordinary jitter passes untouched): a
+//! symbol quiet for a whole window goes out at once; what comes within the
+//! window waits, the newest only, until the window closes. The latest value
+//! always goes out, within one window. Windows all have the same length, so a FIFO of
 //! closing times replaces a timer heap (as in the coalescer).
 
 use crate::tick::TickState;
@@ -118,6 +119,22 @@ mod tests {
         // A quiet symbol goes out at once.
         assert_eq!(p.offer(7, state(155), t0 + 5 * w).map(|s| s.seq), Some(155));
         assert_eq!(p.offer(8, state(1), t0 + 5 * w).map(|s| s.seq), Some(1));
+    }
+
+    #[test]
+    fn updates_a_little_closer_than_the_coalescing_window_pass_untouched() {
+        // The hub's pacer has half the window: the ingest's updates, 100 ms
+        // apart, arriving 60 ms apart after the bus's jitter, each go out as
+        // they are (merging them made seq gaps in a rolling deploy).
+        let mut p = Pacer::new(Duration::from_millis(50));
+        let t0 = Instant::now();
+        assert!(p.offer(3, state(1), t0).is_some());
+        assert!(p
+            .offer(3, state(2), t0 + Duration::from_millis(60))
+            .is_some());
+        assert!(p
+            .offer(3, state(3), t0 + Duration::from_millis(115))
+            .is_some());
     }
 
     #[test]

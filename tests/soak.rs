@@ -148,16 +148,28 @@ async fn churn_leaves_nothing_behind() {
         "--queue",
         &QUEUE.to_string(),
     ]);
-    let (status, body) = s.get("/snapshot").await;
-    assert_eq!(status, 200, "{body}");
-    let names: Vec<String> = serde_json::from_str::<serde_json::Value>(&body)
-        .unwrap()
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["symbol"].as_str().unwrap().to_string())
-        .collect();
-    assert!(names.len() >= 100, "{}", names.len());
+    // The synthetic feed's opening quotes come within its first pass.
+    let deadline = Instant::now() + WAIT;
+    let names: Vec<String> = loop {
+        let (status, body) = s.get("/snapshot").await;
+        assert_eq!(status, 200, "{body}");
+        let names: Vec<String> = serde_json::from_str::<serde_json::Value>(&body)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["symbol"].as_str().unwrap().to_string())
+            .collect();
+        if names.len() >= 100 {
+            break names;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} symbols with a value",
+            names.len()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     let names = Arc::new(names);
 
     let stop = Arc::new(AtomicBool::new(false));
