@@ -7,6 +7,9 @@
 //! spread across clients) and close 1001; the process exits 0 once they are
 //! gone or `--drain-timeout` has passed after the last wave. A second
 //! signal closes whoever is left at once.
+//!
+//! A cluster node listens before it has joined the bus (`join_bus`): until
+//! NATS answers it is alive but not ready, however long that takes.
 
 use crate::auth::Authenticator;
 use crate::bus;
