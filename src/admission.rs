@@ -95,6 +95,13 @@ impl Admission {
         }
     }
 
+    /// Gives back a place taken by [`Admission::try_rate`] (its token was refused).
+    pub fn give_back_rate(&self) {
+        if let Some(rate) = &self.rate {
+            rate.give_back();
+        }
+    }
+
     /// Without taking anything: the seconds a new session would be told to
     /// wait now (`Retry-After`), or `None` if it would be let in at this rate.
     pub fn rate_wait(&self) -> Option<u32> {
@@ -179,6 +186,12 @@ impl HandshakeRate {
                 }),
             }
         })
+    }
+
+    /// Returns one place.
+    pub fn give_back(&self) {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        s.tokens = (s.tokens + 1.0).min(self.rate);
     }
 
     /// What [`HandshakeRate::try_take`] would say now, taking nothing.

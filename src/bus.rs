@@ -336,11 +336,16 @@ pub async fn follow_interest(
             },
             back = reconnects.changed(), if watching => {
                 watching = back.is_ok();
-                for symbol in followed.keys() {
-                    if let Some(u) = last_value(&store, symbol.as_str()).await {
-                        hub.send(Command::Remote(u));
+                // Off this loop, so that new subscriptions are not held up.
+                let (store, hub) = (store.clone(), hub.clone());
+                let symbols: Vec<Symbol> = followed.keys().copied().collect();
+                tokio::spawn(async move {
+                    for symbol in symbols {
+                        if let Some(u) = last_value(&store, symbol.as_str()).await {
+                            hub.send(Command::Remote(u));
+                        }
                     }
-                }
+                });
                 continue;
             }
         };

@@ -253,3 +253,69 @@ async fn a_connection_past_its_maximum_age_is_told_to_reconnect_and_closed_1001(
     let mut again = s.ws_welcomed().await;
     again.subscribe(1, &["AAPL"]).await;
 }
+
+#[tokio::test]
+async fn a_refused_token_gives_its_place_in_the_rate_back() {
+    const SECRET: &str = "deploys-secret-0123456789";
+    let s = Server::start_with_env(
+        &["--max-handshake-rate", "1", "--symbols", "10"],
+        &[("TICKCAST_AUTH_SECRET", SECRET)],
+    );
+    // Bad tokens are refused for what they are (401), and spend nothing:
+    // with one place a second, a stranger's garbage cannot lock others out.
+    for _ in 0..5 {
+        let stream = TcpStream::connect(s.addr).await.unwrap();
+        let refused =
+            RawWs::handshake(stream, "/ws", &[("Authorization", "Bearer not.a.token")]).await;
+        assert_eq!(refused.err().map(|e| e.0), Some(401));
+    }
+    let out = std::process::Command::new(binary())
+        .args(["token", "--sub", "alice"])
+        .env("TICKCAST_AUTH_SECRET", SECRET)
+        .output()
+        .unwrap();
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let bearer = format!("Bearer {token}");
+    let stream = TcpStream::connect(s.addr).await.unwrap();
+    assert!(
+        RawWs::handshake(stream, "/ws", &[("Authorization", &bearer)])
+            .await
+            .is_ok(),
+        "the one place of this second is still there"
+    );
+    assert_eq!(
+        s.metric("tickcast_refused_total{reason=\"handshake_rate\"}")
+            .await,
+        0.0
+    );
+}
+
+#[tokio::test]
+async fn a_plain_get_on_ws_says_how_an_upgrade_would_be_answered_taking_nothing() {
+    let s = Server::start(&["--max-handshake-rate", "1", "--symbols", "10"]);
+    // Asking takes no place: many answers of 426 (it would be let in)…
+    for _ in 0..3 {
+        let (status, head, _) = raw_http(
+            s.addr,
+            b"GET /ws HTTP/1.1\r\nHost: x\r\nOrigin: https://app.example.com\r\n\r\n",
+        )
+        .await;
+        assert_eq!(status, 426, "{head}");
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("access-control-expose-headers: retry-after"),
+            "a page must be able to read Retry-After: {head}"
+        );
+    }
+    // …and the one place of this second is still there for the upgrade.
+    let upgraded = RawWs::handshake(TcpStream::connect(s.addr).await.unwrap(), "/ws", &[]).await;
+    assert!(upgraded.is_ok());
+    // Now the place is taken: the probe says 503 with Retry-After.
+    let (status, head, _) = raw_http(s.addr, b"GET /ws HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    if status == 503 {
+        assert!(retry_after(&head).is_some(), "{head}");
+    } else {
+        // A second passed on a slow machine and the bucket refilled.
+        assert_eq!(status, 426, "{head}");
+    }
+}

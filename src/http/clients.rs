@@ -121,7 +121,7 @@ fn probe_answer(req: &Request<Incoming>, state: &AppState) -> Reply {
             state.admission.max_connections()
         ));
     }
-    match authenticate(req, state) {
+    match super::check_token(req, state) {
         Err(_) if state.allow_auth_message && no_token_given(req) => {}
         Err((status, message)) => return text(status, message),
         Ok(_) => {}
@@ -261,8 +261,8 @@ fn requested_interval(
 }
 
 /// What both doors check, in this order: shutdown and role (503), origin
-/// (403), capacity (503, before the token so that a refusal for capacity
-/// does not use up a one-time token), token (401).
+/// (403), capacity (503/429, before the token so that a refusal for capacity
+/// does not use up a one-time token), the handshake rate (503), token (401).
 fn admit(
     req: &Request<Incoming>,
     state: &AppState,
@@ -288,14 +288,6 @@ fn admit(
                 "origin not allowed (--allowed-origins)",
             ),
         )));
-    }
-    if let Err(seconds) = state.admission.try_rate() {
-        let mut r = unavailable(format!(
-            "too many new connections (--max-handshake-rate): try again in {seconds} s"
-        ));
-        r.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
-        return Err(Box::new(refused(Refusal::HandshakeRate, r)));
     }
     let peer = req
         .extensions()
@@ -334,11 +326,23 @@ fn admit(
             return Err(Box::new(refused(Refusal::PerAddress, r)));
         }
     };
+    // The rate comes after the caps (a client refused by them spends none of
+    // it) and before the token, the costly check; a refused token gives its
+    // place back, so no one spends the rate without being let in.
+    if let Err(seconds) = state.admission.try_rate() {
+        let mut r = unavailable(format!(
+            "too many new connections (--max-handshake-rate): try again in {seconds} s"
+        ));
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        return Err(Box::new(refused(Refusal::HandshakeRate, r)));
+    }
     let identity = match authenticate(req, state) {
         Ok(None) => Identity::Anonymous,
         Ok(Some(claims)) => Identity::User(claims),
         Err(_) if allow_auth_message && no_token_given(req) => Identity::AwaitingAuth,
         Err((status, message)) => {
+            state.admission.give_back_rate();
             METRICS.upgrade(UpgradeResult::Unauthorized);
             return Err(Box::new(closing(text(status, message))));
         }

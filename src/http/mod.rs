@@ -221,6 +221,25 @@ pub(crate) fn authenticate(
     req: &Request<Incoming>,
     state: &AppState,
 ) -> Result<Option<Claims>, (StatusCode, String)> {
+    token_of(req, state, Authenticator::verify)
+}
+
+/// [`authenticate`] without using up a one-time `jti` (the probe of a plain
+/// `GET /ws`, which must take nothing).
+pub(crate) fn check_token(
+    req: &Request<Incoming>,
+    state: &AppState,
+) -> Result<Option<Claims>, (StatusCode, String)> {
+    token_of(req, state, Authenticator::check)
+}
+
+type Check = fn(&Authenticator, &str, u64, TokenUse) -> Result<Claims, TokenError>;
+
+fn token_of(
+    req: &Request<Incoming>,
+    state: &AppState,
+    check: Check,
+) -> Result<Option<Claims>, (StatusCode, String)> {
     if !state.auth.enabled() {
         return Ok(None);
     }
@@ -235,16 +254,12 @@ pub(crate) fn authenticate(
                 StatusCode::UNAUTHORIZED,
                 "unauthorized: Authorization must be `Bearer <token>`".to_string(),
             ))?;
-        return state
-            .auth
-            .verify(token, now, TokenUse::Header)
+        return check(&state.auth, token, now, TokenUse::Header)
             .map(Some)
             .map_err(unauthorized);
     }
     if let Some(token) = query_param(req.uri().query(), "token") {
-        return state
-            .auth
-            .verify(&token, now, TokenUse::Query)
+        return check(&state.auth, &token, now, TokenUse::Query)
             .map(Some)
             .map_err(unauthorized);
     }

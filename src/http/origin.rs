@@ -88,6 +88,11 @@ pub fn add_cors<B>(response: &mut Response<B>, request: &HeaderMap) {
     let h = response.headers_mut();
     h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
     h.append(header::VARY, HeaderValue::from_static("Origin"));
+    // Not on the CORS safelist: without this a page never reads it.
+    h.insert(
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static("Retry-After"),
+    );
 }
 
 /// The extra headers of a preflight answer.

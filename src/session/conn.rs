@@ -411,6 +411,11 @@ impl Conn {
     /// When [`Conn::on_timer`] must run next.
     pub fn next_deadline(&self) -> Instant {
         let limits = &self.ctx.limits;
+        // Closing: only the grace matters (the other deadlines may be past,
+        // and would wake the timer again and again for nothing).
+        if let Some(t) = self.closing_since {
+            return t + limits.close_grace;
+        }
         let far = Instant::now() + Duration::from_secs(3600);
         [
             Some(self.next_ping),
@@ -418,7 +423,6 @@ impl Conn {
             self.auth_deadline,
             self.expires_at,
             self.ends_at,
-            self.closing_since.map(|t| t + limits.close_grace),
         ]
         .into_iter()
         .flatten()
