@@ -22,9 +22,6 @@ import argparse
 import base64
 import json
 import os
-import re
-import threading
-import selectors
 import signal
 import socket
 import struct
@@ -33,9 +30,9 @@ import sys
 import time
 import urllib.request
 
+from runlib import free_port, scrape, sh, spawn
 
-def sh(*args, check=True):
-    return subprocess.run(args, check=check, capture_output=True, text=True)
+
 
 
 def client_frame(opcode, payload):
@@ -88,17 +85,6 @@ def run_client(args):
         time.sleep(args.keepalive)
 
 
-def metrics(url):
-    with urllib.request.urlopen(url, timeout=5) as r:
-        page = r.read().decode()
-    out = {}
-    for line in page.splitlines():
-        if line.startswith("#") or " " not in line:
-            continue
-        name, value = line.rsplit(" ", 1)
-        name = re.sub(r'node="[^"]*",?', "", name).replace("{}", "")
-        out[name] = float(value)
-    return out
 
 
 def series(m, prefix):
@@ -136,30 +122,19 @@ def main():
         sh("ip", "netns", "exec", ns, "ip", "link", "set", ns_if, "up")
         sh("ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up")
 
-        ops = socket.socket()
-        ops.bind(("127.0.0.1", 0))
-        ops_port = ops.getsockname()[1]
-        ops.close()
-        server = subprocess.Popen(
+        ops_port = free_port()
+        server, line = spawn(
             [args.bin, "--listen", f"{host_ip}:0", "--metrics-listen", f"127.0.0.1:{ops_port}",
              "--symbols", "50", "--rate", "50",
              "--ping-interval", f"{int(args.ping_interval * 1000)}ms",
              "--pong-timeout", f"{int(args.pong_timeout * 1000)}ms"],
-            stderr=subprocess.PIPE, text=True)
-        addr = None
-        for line in server.stderr:
-            if "listening on http://" in line:
-                addr = line.split("listening on http://")[1].split()[0]
-                break
-        if addr is None:
-            sys.exit("tickcast did not start")
-        # Keep reading its log, so that it never blocks on a full pipe.
-        threading.Thread(target=lambda: [None for _ in server.stderr], daemon=True).start()
+            "listening on http://")
+        addr = line.split("listening on http://")[1].split()[0]
         url = f"http://127.0.0.1:{ops_port}/metrics"
         deadline = time.time() + 30
         while True:
             try:
-                metrics(url)
+                scrape(url)
                 break
             except OSError:
                 if time.time() > deadline:
@@ -178,13 +153,13 @@ def main():
             sys.exit("the client could not open its connections")
         connected_s = time.time() - started
         deadline = time.time() + 60
-        while series(metrics(url), "tickcast_connections") < args.connections:
+        while series(scrape(url), "tickcast_connections") < args.connections:
             if time.time() > deadline:
                 sys.exit("the server never held every connection")
             time.sleep(0.1)
         # Hold them past a few heartbeats: alive clients are kept.
         time.sleep(2 * (args.ping_interval + args.pong_timeout))
-        m = metrics(url)
+        m = scrape(url)
         kept = series(m, "tickcast_connections")
         if kept != args.connections:
             sys.exit(f"live clients were dropped: {kept} of {args.connections} left")
@@ -197,12 +172,12 @@ def main():
         client.kill()
         client.wait()
         bound = args.ping_interval + args.pong_timeout
-        while series(metrics(url), "tickcast_connections") > 0:
+        while series(scrape(url), "tickcast_connections") > 0:
             if time.time() - cut > 3 * bound + 30:
                 break
             time.sleep(0.05)
         found_s = time.time() - cut
-        m = metrics(url)
+        m = scrape(url)
         after = {r: m.get(f'tickcast_disconnects_total{{reason="{r}"}}', 0.0) - before[r] for r in before}
         print(json.dumps({
             "connections": args.connections,

@@ -23,7 +23,6 @@ Binaries: --bin (default target/release/tickcast), --loadgen.
 import argparse
 import json
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -33,39 +32,15 @@ import threading
 import time
 import urllib.request
 
-
-def sh(*args, check=True):
-    return subprocess.run(args, check=check, capture_output=True, text=True)
+from runlib import free_port, scrape, sh, spawn
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
-def scrape(url):
-    with urllib.request.urlopen(url, timeout=2) as r:
-        page = r.read().decode()
-    out = {}
-    for line in page.splitlines():
-        if line.startswith("#") or " " not in line:
-            continue
-        name, value = line.rsplit(" ", 1)
-        name = re.sub(r'node="[^"]*",?', "", name).replace("{}", "")
-        out[name] = float(value)
-    return out
 
 
-def spawn(cmd, wait_for):
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
-    for line in proc.stderr:
-        if wait_for in line:
-            threading.Thread(target=lambda: [None for _ in proc.stderr], daemon=True).start()
-            return proc
-    sys.exit(f"did not start: {' '.join(cmd)}")
+
+
 
 
 def main():
@@ -106,11 +81,11 @@ def main():
             if time.time() > deadline:
                 sys.exit("nats-server did not start")
             time.sleep(0.05)
-        procs["ingest"] = spawn([args.bin, "--role", "ingest", "--nats", ingest_nats,
+        procs["ingest"], _ = spawn([args.bin, "--role", "ingest", "--nats", ingest_nats,
                                  "--listen", f"127.0.0.1:{free_port()}", "--symbols", "500", "--rate", "2000",
                                  "--node", "ingest"], "listening on")
         public = free_port()
-        procs["edge"] = spawn([args.bin, "--role", "edge", "--nats", edge_nats, "--listen", f"127.0.0.1:{public}",
+        procs["edge"], _ = spawn([args.bin, "--role", "edge", "--nats", edge_nats, "--listen", f"127.0.0.1:{public}",
                                "--node", "edge"], "listening on")
         metrics = f"http://127.0.0.1:{public}/metrics"
 

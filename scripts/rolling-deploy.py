@@ -20,7 +20,6 @@ target/release/loadgen). Needs nats-server.
 import argparse
 import json
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -30,35 +29,13 @@ import threading
 import time
 import urllib.request
 
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+from runlib import busiest_second, free_port, scrape, spawn
 
 
-def scrape(url):
-    with urllib.request.urlopen(url, timeout=2) as r:
-        page = r.read().decode()
-    out = {}
-    for line in page.splitlines():
-        if line.startswith("#") or " " not in line:
-            continue
-        name, value = line.rsplit(" ", 1)
-        name = re.sub(r'node="[^"]*",?', "", name).replace("{}", "")
-        out[name] = float(value)
-    return out
 
 
-def spawn(cmd, wait_for):
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
-    for line in proc.stderr:
-        if wait_for in line:
-            threading.Thread(target=lambda: [None for _ in proc.stderr], daemon=True).start()
-            return proc
-    sys.exit(f"{cmd[0]} did not start: {' '.join(cmd)}")
+
+
 
 
 ACCEPTED = 'tickcast_connections_total{result="accepted"}'
@@ -88,12 +65,12 @@ def main():
         if time.time() > deadline:
             sys.exit("nats-server did not start")
         time.sleep(0.05)
-    procs["ingest"] = spawn([args.bin, "--role", "ingest", "--nats", nats_url, "--listen", f"127.0.0.1:{free_port()}",
+    procs["ingest"], _ = spawn([args.bin, "--role", "ingest", "--nats", nats_url, "--listen", f"127.0.0.1:{free_port()}",
                              "--symbols", "500", "--rate", "2000", "--node", "ingest"], "listening on")
     ops = {f"edge-{i}": free_port() for i in range(1, args.edges + 1)}
 
     def start_edge(name):
-        procs[name] = spawn([args.bin, "--role", "edge", "--nats", nats_url, "--listen", f"127.0.0.1:{public}",
+        procs[name], _ = spawn([args.bin, "--role", "edge", "--nats", nats_url, "--listen", f"127.0.0.1:{public}",
                              "--reuse-port", "--metrics-listen", f"127.0.0.1:{ops[name]}", "--node", name,
                              "--drain-period", args.drain_period,
                              "--max-handshake-rate", str(args.max_handshake_rate)], "listening on")
@@ -182,15 +159,7 @@ def main():
                 proc.wait()
     r = json.load(open(report))
     os.unlink(report)
-    worst = {}
-    for name, s in samples.items():
-        best = 0.0
-        for i, (t0, _, a0, _) in enumerate(s):
-            for t1, _, a1, _ in s[i:]:
-                if t1 - t0 >= 1.0:
-                    best = max(best, (a1 - a0) / (t1 - t0))
-                    break
-        worst[name] = round(best)
+    worst = {name: round(busiest_second([(t, a) for t, _, a, _ in s])) for name, s in samples.items()}
     lat = r["latency_us"]
     print(json.dumps({
         "connections": args.connections, "edges": args.edges, "drain_period": args.drain_period,

@@ -19,49 +19,23 @@ target/release/loadgen); build them first (cargo build --release --workspace).
 import argparse
 import json
 import os
-import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
+
+from runlib import busiest_second, free_port, scrape, spawn
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
-def scrape(url):
-    """The page's samples, the `node` label left out."""
-    with urllib.request.urlopen(url, timeout=2) as r:
-        page = r.read().decode()
-    out = {}
-    for line in page.splitlines():
-        if line.startswith("#") or " " not in line:
-            continue
-        name, value = line.rsplit(" ", 1)
-        name = re.sub(r'node="[^"]*",?', "", name).replace("{}", "")
-        out[name] = float(value)
-    return out
 
 
 def start_server(args, port):
-    server = subprocess.Popen(
-        [args.bin, "--listen", f"127.0.0.1:{port}", "--symbols", "500", "--rate", str(args.rate),
-         "--max-handshake-rate", str(args.max_handshake_rate)],
-        stderr=subprocess.PIPE, text=True)
-    for line in server.stderr:
-        if "listening on http://" in line:
-            threading.Thread(target=lambda: [None for _ in server.stderr], daemon=True).start()
-            return server
-    sys.exit("tickcast did not start")
+    return spawn([args.bin, "--listen", f"127.0.0.1:{port}", "--symbols", "500", "--rate", str(args.rate),
+                  "--max-handshake-rate", str(args.max_handshake_rate)], "listening on http://")[0]
 
 
 class Sampler(threading.Thread):
@@ -147,13 +121,7 @@ def main():
     os.unlink(report)
     after = [(t, s) for t, s in sampler.samples if t > restarted and s]
     # New sessions per second: the largest rise of `accepted` over any 1 s.
-    peak = 0.0
-    for i, (t0, s0) in enumerate(after):
-        for t1, s1 in after[i:]:
-            if t1 - t0 >= 1.0:
-                peak = max(peak, (s1['tickcast_connections_total{result="accepted"}']
-                                  - s0['tickcast_connections_total{result="accepted"}']) / (t1 - t0))
-                break
+    peak = busiest_second([(t, s['tickcast_connections_total{result="accepted"}']) for t, s in after])
     lat = r["latency_us"]
     print(json.dumps({
         "connections": args.connections,
