@@ -194,11 +194,16 @@ impl HandshakeRate {
         s.tokens = (s.tokens + 1.0).min(self.rate);
     }
 
+    /// The bucket at `now`: refilled at the rate since it was last taken from.
+    fn tokens_at(&self, s: &RateState, now: Instant) -> f64 {
+        let elapsed = now.saturating_duration_since(s.at).as_secs_f64();
+        (s.tokens + elapsed * self.rate).min(self.rate)
+    }
+
     /// What [`HandshakeRate::try_take`] would say now, taking nothing.
     pub fn wait(&self, now: Instant) -> Option<u32> {
         let s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let elapsed = now.saturating_duration_since(s.at).as_secs_f64();
-        if (s.tokens + elapsed * self.rate).min(self.rate) >= 1.0 {
+        if self.tokens_at(&s, now) >= 1.0 {
             return None;
         }
         let crowd = s.refused_now.max(s.refused_before).max(1) as f64;
@@ -219,8 +224,7 @@ impl HandshakeRate {
     /// (the crowd spread evenly over that time comes back at the rate).
     pub fn try_take(&self, now: Instant) -> Result<(), u32> {
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let elapsed = now.saturating_duration_since(s.at).as_secs_f64();
-        s.tokens = (s.tokens + elapsed * self.rate).min(self.rate);
+        s.tokens = self.tokens_at(&s, now);
         s.at = now;
         if s.tokens >= 1.0 {
             s.tokens -= 1.0;
