@@ -68,6 +68,45 @@ pub enum BusSubscribe {
     Wildcard,
 }
 
+/// The intervals of `--candle-intervals`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CandleIntervals(pub Vec<crate::candle::Interval>);
+
+pub fn parse_candle_intervals(s: &str) -> Result<CandleIntervals, String> {
+    crate::candle::parse_intervals(s).map(CandleIntervals)
+}
+
+/// `--candle-volume`.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CandleVolume {
+    /// `volume` is the symbol's running total: a bar's volume is how much it grew.
+    Cumulative,
+    /// `volume` is each trade's size: a bar's volume is their sum.
+    Trade,
+}
+
+impl ServeArgs {
+    /// The candle settings, or `None` when no interval is served.
+    pub fn candles(&self) -> Option<crate::candle::CandleConfig> {
+        if self.candle_intervals.0.is_empty() {
+            return None;
+        }
+        Some(crate::candle::CandleConfig {
+            intervals: self.candle_intervals.0.clone(),
+            keep: self.candle_keep as usize,
+            volume: match self.candle_volume {
+                CandleVolume::Cumulative => crate::candle::VolumeMode::Cumulative,
+                CandleVolume::Trade => crate::candle::VolumeMode::Trade,
+            },
+            clock: match self.feed {
+                FeedSource::File(_) => crate::candle::Clock::Feed,
+                _ => crate::candle::Clock::Wall,
+            },
+            window: self.coalesce,
+        })
+    }
+}
+
 /// Where ticks come from (protocol §8).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum FeedSource {
@@ -137,6 +176,26 @@ pub struct ServeArgs {
     /// The per-symbol coalescing window.
     #[arg(long, env = "TICKCAST_COALESCE", default_value = "100ms", value_name = "D", value_parser = parse_duration)]
     pub coalesce: Duration,
+
+    /// Candle intervals served (protocol §4c), e.g. `1s,1m,5m,1h`; empty: no candles.
+    #[arg(long, env = "TICKCAST_CANDLE_INTERVALS", default_value = "1s,1m,5m,1h", value_name = "LIST",
+          value_parser = parse_candle_intervals)]
+    pub candle_intervals: CandleIntervals,
+
+    /// Closed bars kept per candle series (symbol and interval).
+    #[arg(long, env = "TICKCAST_CANDLE_KEEP", default_value_t = 1000, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=crate::candle::MAX_KEEP as i64))]
+    pub candle_keep: u32,
+
+    /// How the feed's `volume` is read for candles: the symbol's running total, or each trade's size.
+    #[arg(
+        long,
+        env = "TICKCAST_CANDLE_VOLUME",
+        value_enum,
+        default_value = "cumulative",
+        value_name = "HOW"
+    )]
+    pub candle_volume: CandleVolume,
 
     /// Per-connection queue entries.
     #[arg(long, env = "TICKCAST_QUEUE", default_value_t = 256, value_name = "N",

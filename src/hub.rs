@@ -20,6 +20,10 @@
 //! instead of a subscription. Names with a value are what the feed made.
 
 use crate::auth::Claims;
+use crate::candle::bar::Bar;
+use crate::candle::builder::{Builder, Emit};
+use crate::candle::series::Series;
+use crate::candle::CandleConfig;
 use crate::clock::now_us;
 use crate::coalesce::{Coalescer, Outcome, Release};
 use crate::feed::Batch;
@@ -41,6 +45,17 @@ pub enum Interest {
     Add(Symbol),
     /// Its last client left: unsubscribe.
     Remove(Symbol),
+}
+
+/// What a cluster edge needs from the bus for candle series (any edge: a
+/// series' history is loaded when a client first asks for it).
+#[derive(Clone, Debug, PartialEq)]
+pub enum SeriesInterest {
+    /// The first client of this series (`SYMBOL@INTERVAL`) on this node:
+    /// follow it and load its history.
+    Add(String),
+    /// Its last client left.
+    Remove(String),
 }
 
 /// A `subscribed` reply waiting for the bus to bring some of its symbols up to date.
@@ -84,6 +99,21 @@ pub enum Command {
     /// Last values from the bus (cluster ingest, before its feed starts):
     /// `seq` goes on from them.
     Restore(Vec<Update>),
+    /// A bar made by another node (cluster edge): taken if newer than what
+    /// this node holds of its series.
+    RemoteBar {
+        channel: String,
+        bar: Bar,
+    },
+    /// A series' stored bars, loaded from the bus (cluster edge): into its
+    /// history; the replies that waited for it go out.
+    SeriesLoaded {
+        channel: String,
+        bars: Vec<Bar>,
+    },
+    /// Every series' newest bar from the bus (cluster ingest, before its
+    /// feed starts): `seq` and the forming bars go on from them.
+    RestoreBars(Vec<(Symbol, String, Bar)>),
     Register(Arc<Outbox>),
     Unregister(u64),
     Subscribe(Subscribe),
@@ -119,6 +149,8 @@ pub struct Subscribe {
     pub after: Option<u64>,
     /// At most one update per symbol per this long (`interval_ms`).
     pub interval: Option<Duration>,
+    /// Closed bars in each candle series' history (`limit`).
+    pub limit: usize,
     pub errors: Vec<Message>,
 }
 
@@ -210,6 +242,19 @@ pub struct Hub {
     max_feed_symbols: usize,
     /// Symbols with a value: never forgotten, so this only grows.
     valued: usize,
+    /// Candles: the intervals served (`None`: off).
+    candle_config: Option<Arc<CandleConfig>>,
+    /// The bar maker (a node that reads the feed).
+    builder: Option<Builder>,
+    /// Per symbol id, per interval: its series' channel id (`u32::MAX`: none yet).
+    series_ids: Vec<Vec<u32>>,
+    /// Candle series with a bar, by channel name, for `/candles`.
+    series_table: Arc<SymbolTable>,
+    emits: Vec<Emit>,
+    /// Where this node's bars also go (cluster ingest: to the bus).
+    candle_tap: Option<tokio::sync::mpsc::Sender<(Symbol, usize, Bar)>>,
+    /// Where first/last-client changes of series go (cluster edge).
+    series_interest: Option<tokio::sync::mpsc::UnboundedSender<SeriesInterest>>,
 }
 
 /// How often the hub samples queue depths into the metrics.
@@ -230,6 +275,16 @@ pub struct Start {
     pub max_delay: Duration,
     /// `--max-feed-symbols`; `None`: no cap.
     pub max_feed_symbols: Option<usize>,
+    /// Candles served (`None`: off); `build_candles`: this node makes the
+    /// bars from its feed (not a cluster edge).
+    pub candles: Option<CandleConfig>,
+    pub build_candles: bool,
+    /// Where candle series are found by name (`/candles`).
+    pub series_table: Option<Arc<SymbolTable>>,
+    /// Every bar made here is also sent here (cluster ingest: to the bus).
+    pub candle_tap: Option<tokio::sync::mpsc::Sender<(Symbol, usize, Bar)>>,
+    /// First/last-client changes of candle series go here (cluster edge).
+    pub series_interest: Option<tokio::sync::mpsc::UnboundedSender<SeriesInterest>>,
 }
 
 /// Starts the hub thread.
@@ -249,6 +304,15 @@ pub fn spawn(
     hub.tap = start.tap;
     hub.max_delay = start.max_delay;
     hub.interest = start.interest;
+    if let Some(config) = start.candles {
+        hub.builder = start.build_candles.then(|| Builder::new(config.clone()));
+        hub.candle_config = Some(Arc::new(config));
+    }
+    if let Some(table) = start.series_table {
+        hub.series_table = table;
+    }
+    hub.candle_tap = start.candle_tap;
+    hub.series_interest = start.series_interest;
     std::thread::Builder::new()
         .name("hub".into())
         .spawn(move || hub.run(ticks, rx))?;
@@ -283,7 +347,26 @@ impl Hub {
             // (jitter) still goes out as it is; a backlog arriving within
             // milliseconds is still collapsed to its latest value.
             remote: crate::pacer::Pacer::new(window / 2),
+            candle_config: None,
+            builder: None,
+            series_ids: Vec::new(),
+            series_table: Arc::new(SymbolTable::default()),
+            emits: Vec::new(),
+            candle_tap: None,
+            series_interest: None,
         }
+    }
+
+    /// Makes bars from the feed with `config` (tests; [`spawn`] does it from [`Start`]).
+    pub fn with_candles(mut self, config: CandleConfig) -> Hub {
+        self.builder = Some(Builder::new(config.clone()));
+        self.candle_config = Some(Arc::new(config));
+        self
+    }
+
+    /// The candle series found by name (what `/candles` reads).
+    pub fn series_table(&self) -> Arc<SymbolTable> {
+        self.series_table.clone()
     }
 
     fn run(&mut self, ticks: Receiver<Batch>, commands: Receiver<Command>) {
@@ -293,6 +376,7 @@ impl Hub {
                 self.coalescer.next_deadline(),
                 self.flush_at,
                 self.remote.next_deadline(),
+                self.candle_deadline(),
             ]
             .into_iter()
             .flatten()
@@ -379,9 +463,24 @@ impl Hub {
         }
     }
 
+    /// When the bar maker next has something to do: a paced forming bar's
+    /// turn, or (live feeds) the end of an interval.
+    fn candle_deadline(&self) -> Option<Instant> {
+        let b = self.builder.as_ref()?;
+        let boundary = b
+            .next_boundary_us()
+            .map(|at| Instant::now() + Duration::from_micros(at.saturating_sub(now_us())));
+        [b.next_release(), boundary].into_iter().flatten().min()
+    }
+
     /// Coalesces one batch of feed ticks and publishes what goes out at once.
     pub fn on_batch(&mut self, batch: &Batch) {
         let (now, pub_us) = (Instant::now(), now_us());
+        if let Some(b) = self.builder.as_mut() {
+            if b.config().clock == crate::candle::Clock::Wall {
+                b.advance(pub_us);
+            }
+        }
         let mut delays = LocalHistogram::default();
         let mut refused = 0;
         for tick in batch {
@@ -390,6 +489,10 @@ impl Hub {
                 METRICS.rejected(RejectReason::SymbolLimit);
                 continue;
             };
+            if let Some(b) = self.builder.as_mut() {
+                // Every tick, before the window: no trade is lost to it.
+                b.on_tick(id, &tick.fields, tick.ts, now);
+            }
             match self
                 .coalescer
                 .on_tick(id, &tick.fields, tick.ts, now, pub_us)
@@ -408,8 +511,87 @@ impl Hub {
                 }
             }
         }
+        // Bars first: once the feed's count shows a tick, its bars are out.
+        self.publish_bars();
         METRICS.coalesce_delay.merge(&delays);
         METRICS.feed_ticks.add((batch.len() - refused) as u64);
+    }
+
+    /// Publishes what the bar maker made.
+    fn publish_bars(&mut self) {
+        let Some(b) = self.builder.as_mut() else {
+            return;
+        };
+        let mut emits = std::mem::take(&mut self.emits);
+        b.take(&mut emits);
+        for e in emits.drain(..) {
+            let Some(channel) = self.series_channel(e.symbol, e.interval) else {
+                continue;
+            };
+            if let (Some(tap), Some(entry)) =
+                (&self.candle_tap, self.entries[e.symbol as usize].as_ref())
+            {
+                if let Some(symbol) = Symbol::new(&entry.slot.name) {
+                    // Blocks while the bus is behind, as for ticks.
+                    let _ = tap.blocking_send((symbol, e.interval, e.bar));
+                }
+            }
+            self.publish_bar(channel, e.bar);
+        }
+        self.emits = emits;
+    }
+
+    /// The channel id of symbol `symbol`'s series of interval `i`.
+    fn series_channel(&mut self, symbol: u32, i: usize) -> Option<u32> {
+        let n = self.candle_config.as_ref()?.intervals.len();
+        let s = symbol as usize;
+        if s >= self.series_ids.len() {
+            self.series_ids.resize(s + 1, Vec::new());
+        }
+        if self.series_ids[s].is_empty() {
+            self.series_ids[s] = vec![u32::MAX; n];
+        }
+        if self.series_ids[s][i] == u32::MAX {
+            let name = {
+                let config = self.candle_config.as_ref()?;
+                let entry = self.entries[s].as_ref()?;
+                crate::candle::channel_name(&entry.slot.name, &config.intervals[i].name)
+            };
+            self.series_ids[s][i] = self.intern(&name);
+        }
+        Some(self.series_ids[s][i])
+    }
+
+    /// Publishes a bar's new state on its channel: into the series' history,
+    /// as the channel's latest value, and to its subscribers. This node's
+    /// bars get the next `gseq`; a bar from another node keeps its own.
+    fn publish_bar(&mut self, channel: u32, mut bar: Bar) {
+        let Some(entry) = self.entries[channel as usize].as_mut() else {
+            return;
+        };
+        let Some(series) = entry.slot.series.as_ref() else {
+            return;
+        };
+        if bar.gseq == 0 {
+            self.gseq += 1;
+            bar.gseq = self.gseq;
+        } else {
+            self.gseq = self.gseq.max(bar.gseq);
+        }
+        series.apply(bar);
+        let latest = Arc::new(Latest::candle(channel, bar, now_us()));
+        if entry.slot.latest.swap(Some(latest.clone())).is_none() {
+            // A series is not a symbol: not in /snapshot, not under the symbol cap.
+            self.valueless -= 1;
+            self.series_table.insert(entry.slot.clone());
+        }
+        crate::latest::PUBLISHED.store(self.gseq, std::sync::atomic::Ordering::Release);
+        for outbox in &entry.subscribers.list {
+            if outbox.push_tick(latest.clone()) != Pushed::Closed && outbox.list_for_wake() {
+                self.to_wake.push(outbox.clone());
+            }
+        }
+        METRICS.candle_updates.inc();
     }
 
     /// The id of a symbol the feed or the bus brings, or `None` when it would
@@ -430,13 +612,20 @@ impl Hub {
 
     /// Publishes every update whose window has closed.
     pub fn release_due(&mut self) {
+        let (now, pub_us) = (Instant::now(), now_us());
         let mut releases = std::mem::take(&mut self.releases);
-        self.coalescer
-            .release_due(Instant::now(), now_us(), &mut releases);
+        self.coalescer.release_due(now, pub_us, &mut releases);
         for r in releases.drain(..) {
             self.publish(r.id, r.state);
         }
         self.releases = releases;
+        if let Some(b) = self.builder.as_mut() {
+            if b.config().clock == crate::candle::Clock::Wall {
+                b.advance(pub_us);
+            }
+            b.release_due(now);
+            self.publish_bars();
+        }
     }
 
     /// Takes a symbol's last value from a previous run: it becomes the latest
@@ -473,6 +662,85 @@ impl Hub {
         }
         if let Some(state) = self.remote.offer(id, u.state, now) {
             self.publish(id, state);
+        }
+    }
+
+    /// The channel of a series named by the bus, if it is one this node serves.
+    fn series_from_bus(&mut self, channel: &str) -> Option<u32> {
+        let config = self.candle_config.as_ref()?;
+        config.channel(channel).ok()?;
+        let id = self.intern(channel);
+        let is_series = self.entries[id as usize]
+            .as_ref()
+            .is_some_and(|e| e.slot.series.is_some());
+        if !is_series {
+            self.forget_if_unused(id);
+            return None;
+        }
+        Some(id)
+    }
+
+    /// The newest `seq` this node holds of a channel.
+    fn held_seq(&self, id: u32) -> u64 {
+        self.entries[id as usize]
+            .as_ref()
+            .and_then(|e| e.slot.latest.load().as_ref().map(|l| l.seq()))
+            .unwrap_or(0)
+    }
+
+    /// A bar from the ingest: published if newer than what this node holds.
+    fn on_remote_bar(&mut self, channel: &str, bar: Bar) {
+        let Some(id) = self.series_from_bus(channel) else {
+            return;
+        };
+        if bar.seq > self.held_seq(id) {
+            self.publish_bar(id, bar);
+        }
+    }
+
+    /// A series' stored bars: those newer than what this node holds are
+    /// published in order (clients that follow it get what they missed), the
+    /// others fill in its history; then the replies waiting for it go out.
+    fn on_series_loaded(&mut self, channel: &str, mut bars: Vec<Bar>) {
+        let Some(id) = self.series_from_bus(channel) else {
+            return;
+        };
+        bars.sort_by_key(|b| b.seq);
+        for bar in bars {
+            if bar.seq > self.held_seq(id) {
+                self.publish_bar(id, bar);
+            } else if let Some(series) = self.entries[id as usize]
+                .as_ref()
+                .and_then(|e| e.slot.series.as_ref())
+            {
+                series.apply(bar);
+            }
+        }
+        self.stop_waiting_for(id);
+    }
+
+    /// Each series' newest bar from a previous run (cluster ingest): the bar
+    /// maker goes on from it, and it is the series' latest here.
+    fn restore_bars(&mut self, bars: Vec<(Symbol, String, Bar)>) {
+        for (symbol, interval, bar) in bars {
+            let Some(i) = self
+                .candle_config
+                .as_ref()
+                .and_then(|c| c.interval(&interval))
+            else {
+                continue;
+            };
+            let Some(sid) = self.intern_from_feed(symbol.as_str()) else {
+                continue;
+            };
+            if let Some(b) = self.builder.as_mut() {
+                b.resume(sid, i, bar.seq, Some(bar));
+            }
+            if let Some(channel) = self.series_channel(sid, i) {
+                if bar.seq > self.held_seq(channel) {
+                    self.publish_bar(channel, bar);
+                }
+            }
         }
     }
 
@@ -530,8 +798,17 @@ impl Hub {
             return id;
         }
         let id = self.free_ids.pop().unwrap_or(self.entries.len() as u32);
+        let series = self.candle_config.as_ref().and_then(|c| {
+            let (symbol, interval) = crate::candle::split(name)?;
+            let i = c.interval(interval)?;
+            Some(Series::new(symbol, interval, i, c.keep))
+        });
+        let slot = match series {
+            Some(series) => SymbolSlot::for_series(id, name, series),
+            None => SymbolSlot::new(id, name),
+        };
         let entry = SymbolEntry {
-            slot: Arc::new(SymbolSlot::new(id, name)),
+            slot: Arc::new(slot),
             subscribers: Subscribers::default(),
         };
         if id as usize == self.entries.len() {
@@ -570,6 +847,9 @@ impl Hub {
                 }
             }
             Command::Fresh(symbol) => self.on_fresh(symbol),
+            Command::RemoteBar { channel, bar } => self.on_remote_bar(&channel, bar),
+            Command::SeriesLoaded { channel, bars } => self.on_series_loaded(&channel, bars),
+            Command::RestoreBars(bars) => self.restore_bars(bars),
             Command::Register(outbox) => {
                 self.clients.insert(
                     outbox.id,
@@ -627,6 +907,7 @@ impl Hub {
             since,
             after,
             interval,
+            limit,
             errors,
         } = request;
         let Some(c) = self.clients.get(&client) else {
@@ -672,7 +953,13 @@ impl Hub {
                 reply.added.insert(sid);
                 entry.subscribers.add(&c.outbox);
                 METRICS.subscriptions.add(1);
-                if entry.subscribers.list.len() == 1 {
+                if entry.subscribers.list.len() == 1 && entry.slot.series.is_some() {
+                    if let Some(interest) = &self.series_interest {
+                        // Its history is on the bus: the reply waits for it.
+                        let _ = interest.send(SeriesInterest::Add(name.clone()));
+                        self.refreshing.insert(sid);
+                    }
+                } else if entry.subscribers.list.len() == 1 {
                     if let (Some(interest), Some(symbol)) = (&self.interest, Symbol::new(name)) {
                         // This node's copy may be stale: the reply waits for the bus.
                         let _ = interest.send(Interest::Add(symbol));
@@ -681,10 +968,12 @@ impl Hub {
                 }
             }
             let since = since.get(name).copied();
+            let is_series = entry.slot.series.is_some();
             reply.symbols.push(SubscribedSymbol {
                 slot: entry.slot.clone(),
                 since,
-                interval,
+                interval: interval.filter(|_| !is_series),
+                limit,
             });
         }
         let waiting: HashSet<u32> = reply
@@ -777,7 +1066,7 @@ impl Hub {
             .symbols
             .iter()
             .filter_map(|sid| name(*sid))
-            .filter(|slot| !claims.allows(&slot.name))
+            .filter(|slot| !claims.allows(slot.symbol()))
             .collect();
         for slot in &ended {
             c.symbols.remove(&slot.id);
@@ -787,7 +1076,7 @@ impl Hub {
             .iter_mut()
             .filter(|d| d.reply.client == client)
         {
-            d.reply.symbols.retain(|s| claims.allows(&s.slot.name));
+            d.reply.symbols.retain(|s| claims.allows(s.slot.symbol()));
         }
         METRICS.subscriptions.add(-(ended.len() as i64));
         for slot in &ended {
@@ -835,7 +1124,11 @@ impl Hub {
     fn drop_subscriber(&mut self, sid: u32, client: u64) {
         if let Some(e) = self.entries[sid as usize].as_mut() {
             e.subscribers.remove(client);
-            if e.subscribers.list.is_empty() {
+            if e.subscribers.list.is_empty() && e.slot.series.is_some() {
+                if let Some(interest) = &self.series_interest {
+                    let _ = interest.send(SeriesInterest::Remove(e.slot.name.to_string()));
+                }
+            } else if e.subscribers.list.is_empty() {
                 if let (Some(interest), Some(symbol)) = (&self.interest, Symbol::new(&e.slot.name))
                 {
                     let _ = interest.send(Interest::Remove(symbol));
@@ -917,6 +1210,7 @@ mod tests {
             since: vec![],
             after: None,
             interval: None,
+            limit: 300,
             errors: vec![],
         }));
     }

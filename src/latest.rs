@@ -10,6 +10,8 @@
 //! needs that form and shared by all the others: a form nobody uses costs
 //! nothing, and plain JSON over WebSocket is encoded once per update as before.
 
+use crate::candle::bar::Bar;
+use crate::candle::series::Series;
 use crate::tick::TickState;
 use crate::transport::FORMS;
 use arc_swap::ArcSwapOption;
@@ -31,7 +33,10 @@ pub fn published() -> u64 {
 pub struct Latest {
     /// The symbol's id (see [`SymbolSlot::id`]).
     pub id: u32,
+    /// A tick's state; for a candle, its `seq`, `gseq` and `pub` only.
     pub state: TickState,
+    /// A candle message: the bar's new state (the channel is a series).
+    pub candle: Option<Box<Bar>>,
     live: [OnceLock<Bytes>; FORMS],
     /// The same with `"snapshot":true`, rarer: allocated on first use.
     snapshots: OnceLock<Box<[OnceLock<Bytes>; FORMS]>>,
@@ -42,8 +47,24 @@ impl Latest {
         Latest {
             id,
             state,
+            candle: None,
             live: Default::default(),
             snapshots: OnceLock::new(),
+        }
+    }
+
+    /// A bar's new state on channel `id`, published at `pub_us`.
+    pub fn candle(id: u32, bar: Bar, pub_us: u64) -> Latest {
+        let state = TickState {
+            seq: bar.seq,
+            fields: Default::default(),
+            ts: bar.start,
+            pub_us,
+            gseq: bar.gseq,
+        };
+        Latest {
+            candle: Some(Box::new(bar)),
+            ..Latest::new(id, state)
         }
     }
 
@@ -62,12 +83,15 @@ impl Latest {
     }
 }
 
-/// A symbol known to this node, with its latest value if it has one.
+/// A symbol known to this node, with its latest value if it has one; or a
+/// candle series (a channel named `SYMBOL@INTERVAL`), with its history.
 pub struct SymbolSlot {
     /// Index in the hub's tables.
     pub id: u32,
     pub name: Box<str>,
     pub latest: ArcSwapOption<Latest>,
+    /// A candle series' bars (`None` for a symbol).
+    pub series: Option<Box<Series>>,
 }
 
 impl SymbolSlot {
@@ -76,6 +100,23 @@ impl SymbolSlot {
             id,
             name: name.into(),
             latest: ArcSwapOption::empty(),
+            series: None,
+        }
+    }
+
+    /// The slot of a candle series.
+    pub fn for_series(id: u32, name: &str, series: Series) -> SymbolSlot {
+        SymbolSlot {
+            series: Some(Box::new(series)),
+            ..SymbolSlot::new(id, name)
+        }
+    }
+
+    /// The symbol this slot is about (a series': its symbol's).
+    pub fn symbol(&self) -> &str {
+        match &self.series {
+            Some(s) => &s.symbol,
+            None => &self.name,
         }
     }
 }

@@ -48,6 +48,7 @@
 pub mod admission;
 pub mod auth;
 pub mod bus;
+pub mod candle;
 pub mod clock;
 pub mod coalesce;
 pub mod config;

@@ -360,7 +360,13 @@ pub struct Metrics {
     pub queued_updates: Gauge,
     pub queued_updates_max: Gauge,
     pub feed_queue: Gauge,
+    // Candles (protocol §4c).
+    pub candle_updates: Counter,
+    pub candle_late: [Counter; crate::candle::MAX_INTERVALS],
 }
+
+/// The interval names of `tickcast_candle_late_ticks_total`, set once at start.
+pub static CANDLE_INTERVALS: std::sync::OnceLock<Vec<Box<str>>> = std::sync::OnceLock::new();
 
 /// The process-wide metrics.
 pub static METRICS: Metrics = Metrics {
@@ -387,6 +393,8 @@ pub static METRICS: Metrics = Metrics {
     queued_updates: Gauge::new(),
     queued_updates_max: Gauge::new(),
     feed_queue: Gauge::new(),
+    candle_updates: Counter::new(),
+    candle_late: [const { Counter::new() }; crate::candle::MAX_INTERVALS],
 };
 
 impl Metrics {
@@ -408,6 +416,12 @@ impl Metrics {
     pub fn auth_failure(&self, e: crate::auth::TokenError) {
         if let Some(i) = crate::auth::TokenError::ALL.iter().position(|x| *x == e) {
             self.auth_failures[i].inc();
+        }
+    }
+    /// A tick too late for its bar of interval `i` (the bar had closed).
+    pub fn candle_late(&self, i: usize) {
+        if let Some(c) = self.candle_late.get(i) {
+            c.inc();
         }
     }
     pub fn client_error(&self, code: crate::protocol::ErrorCode) {
@@ -583,6 +597,32 @@ fn render_series(ready: bool) -> String {
         "Updates released by the coalescer.",
     );
     let _ = writeln!(out, "tickcast_updates_total {}", m.updates.get());
+    header(
+        &mut out,
+        "tickcast_candle_updates_total",
+        "counter",
+        "Candle messages published: forming bars' updates and closes.",
+    );
+    let _ = writeln!(
+        out,
+        "tickcast_candle_updates_total {}",
+        m.candle_updates.get()
+    );
+    if let Some(names) = CANDLE_INTERVALS.get().filter(|n| !n.is_empty()) {
+        header(
+            &mut out,
+            "tickcast_candle_late_ticks_total",
+            "counter",
+            "Ticks whose bar of that interval had already closed (not applied to it).",
+        );
+        for (name, c) in names.iter().zip(&m.candle_late) {
+            let _ = writeln!(
+                out,
+                "tickcast_candle_late_ticks_total{{interval=\"{name}\"}} {}",
+                c.get()
+            );
+        }
+    }
     header(
         &mut out,
         "tickcast_messages_sent_total",

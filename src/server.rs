@@ -83,15 +83,38 @@ pub async fn serve(args: ServeArgs) -> Result<(), StartError> {
     };
     // The ingest taps its releases to the bus (once it has resumed from the
     // bucket's last values: see `join_bus`).
+    let candles = args.candles();
+    let candles_for_bus = candles.clone();
+    if let Some(c) = &candles {
+        let _ = crate::metrics::CANDLE_INTERVALS
+            .set(c.intervals.iter().map(|i| i.name.clone()).collect());
+    }
+    let series_table = Arc::new(SymbolTable::default());
     let mut start = hub::Start {
         max_delay: args.max_delay,
         max_feed_symbols: Some(args.max_feed_symbols as usize),
+        candles: candles.clone(),
+        // The node that reads the feed makes the bars; an edge takes them from the bus.
+        build_candles: args.role != Role::Edge,
+        series_table: Some(series_table.clone()),
         ..hub::Start::default()
     };
     if let (Some(b), Role::Ingest) = (&bus, args.role) {
         let (tx, rx) = tokio::sync::mpsc::channel(65_536);
         start.tap = Some(tx);
         tokio::spawn(bus::publish_updates(b.client.clone(), rx));
+        if let Some(c) = &candles {
+            let (tx, rx) = tokio::sync::mpsc::channel(65_536);
+            start.candle_tap = Some(tx);
+            let names = c.intervals.iter().map(|i| i.name.clone()).collect();
+            tokio::spawn(bus::candles::publish_bars(b.client.clone(), names, rx));
+        }
+    }
+    let mut series_interest_rx = None;
+    if args.role == Role::Edge && candles.is_some() {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        start.series_interest = Some(tx);
+        series_interest_rx = Some(rx);
     }
     let mut interest_rx = None;
     if args.role == Role::Edge && args.bus_subscribe == BusSubscribe::Interest {
@@ -153,6 +176,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), StartError> {
     let feed_ready = Arc::new(AtomicBool::new(false));
     let bus_ready = Arc::new(AtomicBool::new(bus.is_none()));
     let last_values = Arc::new(std::sync::OnceLock::new());
+    let candle_store = Arc::new(std::sync::OnceLock::new());
     let mut feed_start = None;
     match args.role {
         Role::Edge => {
@@ -199,8 +223,10 @@ pub async fn serve(args: ServeArgs) -> Result<(), StartError> {
     METRICS
         .max_connections
         .add(admission.max_connections() as i64);
+    let mut sessions = SessionContext::new(limits, hub.clone(), auth.clone(), node);
+    sessions.candles = candles.map(Arc::new);
     let state = Arc::new(AppState {
-        sessions: Arc::new(SessionContext::new(limits, hub.clone(), auth.clone(), node)),
+        sessions: Arc::new(sessions),
         table,
         auth,
         allow_auth_message: args.allow_auth_message,
@@ -215,6 +241,9 @@ pub async fn serve(args: ServeArgs) -> Result<(), StartError> {
         origins: args.allowed_origins.clone(),
         proxies: args.trusted_proxies.clone(),
         snapshots: Default::default(),
+        series_table,
+        // An edge reads a series it does not follow from the bus.
+        candle_store: (args.role == Role::Edge).then(|| candle_store.clone()),
     });
     let (http, ws) = if tls.is_some() {
         ("https", "wss")
@@ -270,6 +299,9 @@ pub async fn serve(args: ServeArgs) -> Result<(), StartError> {
             sessions: state.sessions.clone(),
             interest: interest_rx,
             last_values,
+            candles: candles_for_bus,
+            series_interest: series_interest_rx,
+            candle_store,
             feed: feed_start.map(|(secret, tx)| IngestFeed {
                 args: args.clone(),
                 secret,
@@ -327,6 +359,10 @@ struct JoinBus {
     sessions: Arc<SessionContext>,
     interest: Option<tokio::sync::mpsc::UnboundedReceiver<hub::Interest>>,
     last_values: Arc<std::sync::OnceLock<async_nats::jetstream::kv::Store>>,
+    /// Candles served (their history lives on the bus), and what an edge needs of them.
+    candles: Option<crate::candle::CandleConfig>,
+    series_interest: Option<tokio::sync::mpsc::UnboundedReceiver<hub::SeriesInterest>>,
+    candle_store: Arc<std::sync::OnceLock<Arc<dyn crate::candle::History>>>,
     /// The ingest's feed, started once `seq` has resumed.
     feed: Option<IngestFeed>,
     ready: Arc<AtomicBool>,
@@ -360,6 +396,13 @@ async fn join_bus(j: JoinBus) {
                 restored.len()
             );
             j.hub.send(Command::Restore(restored));
+            if let Some(c) = &j.candles {
+                let (_, forming) = bus::candles::stores_when_ready(&j.client, c.keep).await;
+                let newest =
+                    bus::retry("the newest bars", || bus::candles::load_newest(&forming)).await;
+                info!("resumed {} candle series from the bus", newest.len());
+                j.hub.send(Command::RestoreBars(newest));
+            }
             tokio::spawn(bus::republish_on_reconnect(
                 j.client.clone(),
                 j.table,
@@ -378,6 +421,23 @@ async fn join_bus(j: JoinBus) {
         }
         Role::Edge => {
             let _ = j.last_values.set(store.clone());
+            if let (Some(c), Some(rx)) = (&j.candles, j.series_interest) {
+                let (stream, forming) = bus::candles::stores_when_ready(&j.client, c.keep).await;
+                let history: Arc<dyn crate::candle::History> = Arc::new(bus::candles::BusHistory {
+                    stream: stream.clone(),
+                    forming: forming.clone(),
+                    keep: c.keep,
+                });
+                let _ = j.candle_store.set(history);
+                tokio::spawn(bus::candles::follow_series(
+                    j.client.clone(),
+                    stream,
+                    forming,
+                    j.hub.clone(),
+                    rx,
+                    j.reconnects.clone(),
+                ));
+            }
             match j.interest {
                 Some(rx) => {
                     tokio::spawn(bus::follow_interest(

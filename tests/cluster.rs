@@ -565,3 +565,164 @@ async fn after_a_nats_outage_clients_get_the_latest_value_once_not_a_burst() {
     assert_eq!(seen.last().unwrap().1, 41);
     assert_eq!(a.metric("tickcast_connections").await, 1.0);
 }
+
+/// Candle messages of one series as a client sees them: closed bars by
+/// start, and every `seq` in order.
+#[derive(Default)]
+struct BarLog {
+    closed: std::collections::BTreeMap<u64, serde_json::Value>,
+    seqs: Vec<u64>,
+}
+
+impl BarLog {
+    fn take(&mut self, bar: &serde_json::Value) {
+        self.seqs.push(bar["seq"].as_u64().unwrap());
+        if bar["closed"] == true {
+            self.closed
+                .insert(bar["start"].as_u64().unwrap(), bar.clone());
+        }
+    }
+}
+
+/// Reads `c` until `n` more bars of the 1s series have closed, publishing a
+/// trade every 100 ms meanwhile.
+async fn trade_until_closed(
+    ingest: &Server,
+    p: &mut Publisher,
+    c: &mut Client,
+    log: &mut BarLog,
+    n: usize,
+    price: &mut f64,
+) {
+    let want = log.closed.len() + n;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut next_trade = Instant::now();
+    while log.closed.len() < want {
+        assert!(Instant::now() < deadline, "bars did not close");
+        if Instant::now() >= next_trade {
+            *price += 0.25;
+            publish(
+                ingest,
+                p,
+                json!({"symbol":"AAPL","last":*price,"ts":now_us()}),
+            )
+            .await;
+            next_trade = Instant::now() + Duration::from_millis(100);
+        }
+        if let Some(m) = c.try_next(Duration::from_millis(50)).await {
+            if m["type"] == "candle" {
+                log.take(&m["payload"]);
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn candles_come_from_the_ingest_and_survive_its_restart_in_jetstream() {
+    let nats = Nats::start();
+    let ingest_flags = |nats: &Nats| {
+        vec![
+            "--role".to_string(),
+            "ingest".into(),
+            "--nats".into(),
+            nats.url(),
+            "--feed".into(),
+            "tcp://127.0.0.1:0".into(),
+            "--coalesce".into(),
+            "10ms".into(),
+            "--candle-intervals".into(),
+            "1s,1m".into(),
+        ]
+    };
+    let start_ingest = |nats: &Nats| {
+        let flags = ingest_flags(nats);
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        Server::start(&flags)
+    };
+    let edge_flags = ["--candle-intervals", "1s,1m"];
+    let edge_with = |nats: &Nats, name: &str| {
+        Server::start(&[
+            "--role",
+            "edge",
+            "--nats",
+            &nats.url(),
+            "--node",
+            name,
+            edge_flags[0],
+            edge_flags[1],
+        ])
+    };
+    let mut ing = start_ingest(&nats);
+    let a = edge_with(&nats, "edge-a");
+    let mut c = a.ws_welcomed().await;
+    c.send(json!({"type":"subscribe","id":1,"payload":{"candles":["AAPL@1s"]}}))
+        .await;
+    c.expect_type("subscribed").await;
+    assert_eq!(c.expect_type("candles").await["payload"]["bars"], json!([]));
+    let mut log = BarLog::default();
+    let mut price = 100.0;
+    let mut p = ing.publisher();
+    trade_until_closed(&ing, &mut p, &mut c, &mut log, 2, &mut price).await;
+
+    // The ingest dies without a word; another takes over from the bus.
+    drop(p);
+    ing.signal(libc::SIGKILL);
+    ing.wait_exit(WAIT);
+    drop(ing);
+    let before = *log.seqs.last().unwrap();
+    ing = start_ingest(&nats);
+    let mut p = ing.publisher();
+    trade_until_closed(&ing, &mut p, &mut c, &mut log, 2, &mut price).await;
+    let after: Vec<u64> = log.seqs.iter().copied().filter(|s| *s > before).collect();
+    assert!(!after.is_empty());
+    assert!(
+        log.seqs.windows(2).all(|w| w[0] < w[1]),
+        "seq goes on across the restart: {:?}",
+        log.seqs
+    );
+
+    // An edge started now serves every closed bar at once, from JetStream:
+    // over HTTP and as a subscriber's history.
+    let late = edge_with(&nats, "edge-late");
+    let deadline = Instant::now() + WAIT;
+    let history = loop {
+        let (status, body) = late
+            .get("/candles?symbol=AAPL&interval=1s&limit=1000")
+            .await;
+        if status == 200 {
+            break serde_json::from_str::<serde_json::Value>(&body).unwrap();
+        }
+        assert!(Instant::now() < deadline, "{status} {body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let stored: std::collections::BTreeMap<u64, serde_json::Value> = history["bars"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|b| b["closed"] == true)
+        .map(|b| (b["start"].as_u64().unwrap(), b.clone()))
+        .collect();
+    for (start, bar) in &log.closed {
+        let kept = stored
+            .get(start)
+            .unwrap_or_else(|| panic!("bar {start} lost: {history}"));
+        for k in ["open", "high", "low", "close", "trades", "seq"] {
+            assert_eq!(kept[k], bar[k], "{k} of bar {start}");
+        }
+    }
+    let mut cl = late.ws_welcomed().await;
+    cl.send(json!({"type":"subscribe","id":1,"payload":{"candles":["AAPL@1s"],"limit":1000}}))
+        .await;
+    cl.expect_type("subscribed").await;
+    let bars = cl.expect_type("candles").await["payload"]["bars"].clone();
+    let starts: Vec<u64> = bars
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|b| b["closed"] == true)
+        .map(|b| b["start"].as_u64().unwrap())
+        .collect();
+    for start in log.closed.keys() {
+        assert!(starts.contains(start), "{start} missing from the history");
+    }
+}

@@ -144,9 +144,19 @@ fn probe_answer(req: &Request<Incoming>, state: &AppState) -> Reply {
 /// are invalid or not entitled get `error` events, as over WebSocket, while
 /// the others stream.
 pub fn stream(req: &Request<Incoming>, state: &AppState) -> Reply {
-    let asked =
-        requested_symbols(req, state).and_then(|s| Ok((s, requested_interval(req, state)?)));
-    let (symbols, interval) = match asked {
+    let asked = requested_symbols(req, state).and_then(|(symbols, candles)| {
+        let interval = requested_interval(req, state)?;
+        let limit = query_param(req.uri().query(), "limit")
+            .map(|n| n.parse::<u64>())
+            .transpose()
+            .map_err(|_| "limit must be a number of bars".to_string())?;
+        let limit = state
+            .sessions
+            .candle_limit(None, limit)
+            .map_err(|e| e.message)?;
+        Ok(((symbols, candles), (interval, limit)))
+    });
+    let ((symbols, candles), (interval, limit)) = match asked {
         Ok(asked) => asked,
         Err(message) => {
             return refused(Refusal::BadRequest, text(StatusCode::BAD_REQUEST, message))
@@ -183,6 +193,8 @@ pub fn stream(req: &Request<Incoming>, state: &AppState) -> Reply {
         symbols,
         last_event_id,
         interval,
+        candles,
+        limit,
         fd: info.map(|c| c.fd),
     });
     METRICS.upgrade(UpgradeResult::Accepted);
@@ -232,19 +244,26 @@ fn come_back_later(refusal: &Reply, req: &Request<Incoming>) -> Reply {
 
 /// The symbols of `?symbols=A,B`, at least one and within `--max-symbols`
 /// (each is checked by the session, which answers a bad one with `error`).
-fn requested_symbols(req: &Request<Incoming>, state: &AppState) -> Result<Vec<String>, String> {
-    let list = query_param(req.uri().query(), "symbols").unwrap_or_default();
-    let mut seen = std::collections::HashSet::new();
-    let symbols: Vec<String> = list
-        .split(',')
-        .filter(|s| !s.is_empty() && seen.insert(*s))
-        .map(str::to_string)
-        .collect();
+/// `?symbols=A,B` and `?candles=A@1m,B@5m`: at least one name in all, at
+/// most `--max-symbols`.
+fn requested_symbols(
+    req: &Request<Incoming>,
+    state: &AppState,
+) -> Result<(Vec<String>, Vec<String>), String> {
+    let list = |name: &str| -> Vec<String> {
+        let list = query_param(req.uri().query(), name).unwrap_or_default();
+        let mut seen = std::collections::HashSet::new();
+        list.split(',')
+            .filter(|s| !s.is_empty() && seen.insert(*s))
+            .map(str::to_string)
+            .collect()
+    };
+    let (symbols, candles) = (list("symbols"), list("candles"));
     let max = state.sessions.limits.max_symbols as usize;
-    match symbols.len() {
-        0 => Err("/sse needs ?symbols=A,B (at least one symbol)".into()),
+    match symbols.len() + candles.len() {
+        0 => Err("/sse needs ?symbols=A,B (at least one symbol) or ?candles=A@1m".into()),
         n if n > max => Err(format!("{n} symbols: at most {max} per stream")),
-        _ => Ok(symbols),
+        _ => Ok((symbols, candles)),
     }
 }
 

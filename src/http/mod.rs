@@ -1,4 +1,5 @@
-//! HTTP routes (protocol §1): `/ws`, `/snapshot`, `/healthz`, `/readyz`, `/metrics`, `/`, `/client.js`.
+//! HTTP routes (protocol §1): `/ws`, `/sse`, `/snapshot`, `/candles`, `/healthz`,
+//! `/readyz`, `/metrics`, `/`, `/client.js`, `/client.d.ts`.
 //!
 //! The upgrade is answered here (validation, origin, capacity and
 //! authentication included, so a refused connection costs no more than its
@@ -11,6 +12,7 @@
 //! clients there would let them around the public listener's limits.
 
 pub mod body;
+mod candles;
 mod clients;
 pub mod origin;
 pub mod proxies;
@@ -34,6 +36,7 @@ use std::sync::Arc;
 
 const DEMO_PAGE: &str = include_str!("../../web/index.html");
 const CLIENT_JS: &str = include_str!("../../web/client.js");
+const CLIENT_TYPES: &str = include_str!("../../web/client.d.ts");
 
 /// What the HTTP handlers share.
 pub struct AppState {
@@ -59,6 +62,11 @@ pub struct AppState {
     pub proxies: proxies::TrustedProxies,
     /// Cluster edge: `/snapshot` answers being built from the bucket now.
     pub snapshots: Arc<std::sync::atomic::AtomicUsize>,
+    /// Candle series with a bar on this node, by `SYMBOL@INTERVAL`.
+    pub series_table: Arc<SymbolTable>,
+    /// Cluster edge: the bus's candle history, for series it does not follow.
+    /// Set once the edge has joined the bus.
+    pub candle_store: Option<Arc<std::sync::OnceLock<Arc<dyn crate::candle::History>>>>,
 }
 
 /// Which routes a listener serves.
@@ -109,7 +117,16 @@ pub async fn handle(
     let known = match routes {
         Routes::Public => matches!(
             path,
-            "/ws" | "/sse" | "/snapshot" | "/healthz" | "/readyz" | "/metrics" | "/" | "/client.js"
+            "/ws"
+                | "/sse"
+                | "/snapshot"
+                | "/candles"
+                | "/healthz"
+                | "/readyz"
+                | "/metrics"
+                | "/"
+                | "/client.js"
+                | "/client.d.ts"
         ),
         Routes::Operator => matches!(path, "/healthz" | "/readyz" | "/metrics"),
     };
@@ -117,13 +134,14 @@ pub async fn handle(
         return Ok(text(StatusCode::NOT_FOUND, format!("no such path: {path}")));
     }
     // `/ws` too: client.js probes it with a token when an upgrade fails.
-    let preflight = req.method() == Method::OPTIONS && matches!(path, "/snapshot" | "/ws");
+    let preflight =
+        req.method() == Method::OPTIONS && matches!(path, "/snapshot" | "/candles" | "/ws");
     if req.method() != Method::GET && req.method() != Method::HEAD && !preflight {
         let mut r = text(
             StatusCode::METHOD_NOT_ALLOWED,
             format!("{path} answers GET only"),
         );
-        let allow = if matches!(path, "/snapshot" | "/ws") {
+        let allow = if matches!(path, "/snapshot" | "/candles" | "/ws") {
             "GET, HEAD, OPTIONS"
         } else {
             "GET, HEAD"
@@ -138,6 +156,8 @@ pub async fn handle(
         "/sse" => clients::stream(&req, &state),
         "/snapshot" if preflight => snapshot::preflight(&req, &state),
         "/snapshot" => snapshot::answer(&req, &state).await,
+        "/candles" if preflight => snapshot::preflight(&req, &state),
+        "/candles" => candles::answer(&req, &state).await,
         "/healthz" => text(StatusCode::OK, "ok"),
         "/readyz" => readiness(&state),
         "/metrics" => reply(
@@ -149,6 +169,11 @@ pub async fn handle(
             ),
         ),
         "/" => reply(StatusCode::OK, "text/html; charset=utf-8", DEMO_PAGE),
+        "/client.d.ts" => reply(
+            StatusCode::OK,
+            "application/typescript; charset=utf-8",
+            CLIENT_TYPES,
+        ),
         _ => reply(StatusCode::OK, "text/javascript; charset=utf-8", CLIENT_JS),
     })
 }

@@ -5,6 +5,7 @@
 //! builds that shape once, and each encoding writes it in its own bytes.
 
 use super::{ErrorCode, RequestError};
+use crate::candle::bar::Bar;
 use serde_json::{json, Map, Value};
 
 /// What `welcome` tells a client.
@@ -31,13 +32,30 @@ pub enum Message {
         id: Option<i64>,
         symbols: Vec<String>,
         unknown: Vec<String>,
+        /// Candle series subscribed (`SYMBOL@INTERVAL`), when the request named some.
+        candles: Vec<String>,
     },
     /// `reason` is present when the server ended the subscriptions itself
     /// (`forbidden`: a token refresh narrowed the entitlements).
     Unsubscribed {
         id: Option<i64>,
         symbols: Vec<String>,
+        candles: Vec<String>,
         reason: Option<&'static str>,
+    },
+    /// A series' history (`snapshot`: right after subscribing).
+    Candles {
+        symbol: String,
+        interval: String,
+        bars: Vec<Bar>,
+        snapshot: bool,
+    },
+    /// One bar's new state (a gap filled; live ones are encoded once per
+    /// update and form, from the same payload).
+    Candle {
+        symbol: String,
+        interval: String,
+        bar: Bar,
     },
     Pong {
         id: Option<i64>,
@@ -60,12 +78,24 @@ pub enum Message {
 }
 
 impl Message {
+    /// A bar's new state as a `candle` message on the channel `SYMBOL@INTERVAL`.
+    pub fn candle(channel: &str, bar: &Bar) -> Message {
+        let (symbol, interval) = channel.split_once('@').unwrap_or((channel, ""));
+        Message::Candle {
+            symbol: symbol.into(),
+            interval: interval.into(),
+            bar: *bar,
+        }
+    }
+
     /// The message's `type`.
     pub fn kind(&self) -> &'static str {
         match self {
             Message::Welcome(_) => "welcome",
             Message::Subscribed { .. } => "subscribed",
             Message::Unsubscribed { .. } => "unsubscribed",
+            Message::Candles { .. } => "candles",
+            Message::Candle { .. } => "candle",
             Message::Pong { .. } => "pong",
             Message::Authenticated { .. } => "authenticated",
             Message::Error(_) => "error",
@@ -75,7 +105,10 @@ impl Message {
 
     fn id(&self) -> Option<i64> {
         match self {
-            Message::Welcome(_) | Message::Reconnect { .. } => None,
+            Message::Welcome(_)
+            | Message::Reconnect { .. }
+            | Message::Candles { .. }
+            | Message::Candle { .. } => None,
             Message::Subscribed { id, .. }
             | Message::Unsubscribed { id, .. }
             | Message::Pong { id, .. }
@@ -98,14 +131,50 @@ impl Message {
                 p
             }
             Message::Subscribed {
-                symbols, unknown, ..
-            } => json!({"symbols": symbols, "unknown": unknown}),
+                symbols,
+                unknown,
+                candles,
+                ..
+            } => {
+                let mut p = json!({"symbols": symbols, "unknown": unknown});
+                if !candles.is_empty() {
+                    p["candles"] = candles.clone().into();
+                }
+                p
+            }
             Message::Unsubscribed {
-                symbols, reason, ..
-            } => match reason {
-                Some(reason) => json!({"symbols": symbols, "reason": reason}),
-                None => json!({"symbols": symbols}),
-            },
+                symbols,
+                candles,
+                reason,
+                ..
+            } => {
+                let mut p = json!({ "symbols": symbols });
+                if !candles.is_empty() {
+                    p["candles"] = candles.clone().into();
+                }
+                if let Some(reason) = reason {
+                    p["reason"] = (*reason).into();
+                }
+                p
+            }
+            Message::Candles {
+                symbol,
+                interval,
+                bars,
+                snapshot,
+            } => {
+                let bars: Vec<Value> = bars.iter().map(|b| b.to_value(None)).collect();
+                let mut p = json!({"symbol": symbol, "interval": interval, "bars": bars});
+                if *snapshot {
+                    p["snapshot"] = true.into();
+                }
+                p
+            }
+            Message::Candle {
+                symbol,
+                interval,
+                bar,
+            } => bar.to_value(Some((symbol, interval))),
             Message::Pong { ts, .. } => json!({"ts": ts}),
             Message::Authenticated { sub, exp, .. } => json!({"sub": sub, "exp": exp}),
             Message::Error(e) => error_payload(e),
@@ -187,6 +256,7 @@ mod tests {
             id: Some(1),
             symbols: vec!["AAPL".into(), "MSFT".into()],
             unknown: vec!["MSFT".into()],
+            candles: vec![],
         };
         assert_eq!(
             m.to_value(),
@@ -195,6 +265,7 @@ mod tests {
         let m = Message::Unsubscribed {
             id: Some(2),
             symbols: vec!["TSLA".into()],
+            candles: vec![],
             reason: Some("forbidden"),
         };
         assert_eq!(

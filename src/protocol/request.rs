@@ -19,10 +19,15 @@ pub enum ClientMessage {
         since: Vec<(String, u64)>,
         /// At most one update per symbol per this many ms (`interval_ms`).
         interval_ms: Option<u64>,
+        /// Candle series, `SYMBOL@INTERVAL` (protocol §4c).
+        candles: Vec<String>,
+        /// Closed bars in each series' history.
+        limit: Option<u64>,
     },
     Unsubscribe {
         id: Option<i64>,
         symbols: Vec<String>,
+        candles: Vec<String>,
     },
     Ping {
         id: Option<i64>,
@@ -48,22 +53,38 @@ fn bad(id: Option<i64>, message: impl Into<String>) -> RequestError {
     RequestError::new(id, ErrorCode::BadRequest, message)
 }
 
-fn string_list(
+/// `payload.symbols` and `payload.candles`: at least one of them, each a
+/// non-empty array of strings when present.
+fn string_lists(
     payload: Option<&BorrowedValue>,
     id: Option<i64>,
     kind: &str,
+) -> Result<(Vec<String>, Vec<String>), RequestError> {
+    let candles = match present(payload.and_then(|p| p.get("candles"))) {
+        None => None,
+        Some(v) => Some(string_list(v.as_array(), id, kind, "candles")?),
+    };
+    let symbols = match (present(payload.and_then(|p| p.get("symbols"))), &candles) {
+        (None, Some(_)) => Vec::new(),
+        (v, _) => string_list(v.and_then(|v| v.as_array()), id, kind, "symbols")?,
+    };
+    Ok((symbols, candles.unwrap_or_default()))
+}
+
+fn string_list(
+    list: Option<&Vec<BorrowedValue>>,
+    id: Option<i64>,
+    kind: &str,
+    field: &str,
 ) -> Result<Vec<String>, RequestError> {
-    let list = payload
-        .and_then(|p| p.get("symbols"))
-        .and_then(|v| v.as_array())
-        .ok_or_else(|| {
-            bad(
-                id,
-                format!("{kind} needs payload.symbols, an array of strings"),
-            )
-        })?;
+    let list = list.ok_or_else(|| {
+        bad(
+            id,
+            format!("{kind} needs payload.{field}, an array of strings"),
+        )
+    })?;
     if list.is_empty() {
-        return Err(bad(id, format!("{kind}: payload.symbols is empty")));
+        return Err(bad(id, format!("{kind}: payload.{field} is empty")));
     }
     list.iter()
         .map(|v| v.as_str().map(str::to_string))
@@ -71,7 +92,7 @@ fn string_list(
         .ok_or_else(|| {
             bad(
                 id,
-                format!("{kind}: payload.symbols must hold only strings"),
+                format!("{kind}: payload.{field} must hold only strings"),
             )
         })
 }
@@ -159,7 +180,7 @@ fn interpret(value: &BorrowedValue) -> Result<ClientMessage, RequestError> {
     }
     match kind {
         "subscribe" => {
-            let symbols = string_list(payload, id, "subscribe")?;
+            let (symbols, candles) = string_lists(payload, id, "subscribe")?;
             let since = match present(payload.and_then(|p| p.get("since"))) {
                 None => Vec::new(),
                 Some(v) => v
@@ -181,17 +202,30 @@ fn interpret(value: &BorrowedValue) -> Result<ClientMessage, RequestError> {
                     bad(id, "payload.interval_ms must be an integer number of ms")
                 })?),
             };
+            let limit =
+                match present(payload.and_then(|p| p.get("limit"))) {
+                    None => None,
+                    Some(v) => Some(v.as_u64().ok_or_else(|| {
+                        bad(id, "payload.limit must be an integer number of bars")
+                    })?),
+                };
             Ok(ClientMessage::Subscribe {
                 id,
                 symbols,
                 since,
                 interval_ms,
+                candles,
+                limit,
             })
         }
-        "unsubscribe" => Ok(ClientMessage::Unsubscribe {
-            id,
-            symbols: string_list(payload, id, "unsubscribe")?,
-        }),
+        "unsubscribe" => {
+            let (symbols, candles) = string_lists(payload, id, "unsubscribe")?;
+            Ok(ClientMessage::Unsubscribe {
+                id,
+                symbols,
+                candles,
+            })
+        }
         "ping" => Ok(ClientMessage::Ping { id }),
         "auth" => match payload
             .and_then(|p| p.get("token"))
@@ -221,6 +255,61 @@ mod tests {
     }
 
     #[test]
+    fn candles_go_with_or_without_symbols() {
+        assert_eq!(
+            parse_client_message(
+                r#"{"type":"subscribe","id":1,"payload":{"candles":["AAPL@1m"],"limit":500,"since":{"AAPL@1m":7}}}"#
+            ),
+            Ok(ClientMessage::Subscribe {
+                id: Some(1),
+                symbols: vec![],
+                since: vec![("AAPL@1m".into(), 7)],
+                interval_ms: None,
+                candles: vec!["AAPL@1m".into()],
+                limit: Some(500),
+            })
+        );
+        assert_eq!(
+            parse_client_message(r#"{"type":"unsubscribe","payload":{"candles":["AAPL@1m"]}}"#),
+            Ok(ClientMessage::Unsubscribe {
+                id: None,
+                symbols: vec![],
+                candles: vec!["AAPL@1m".into()],
+            })
+        );
+        for (text, says) in [
+            (
+                r#"{"type":"subscribe","payload":{}}"#,
+                "needs payload.symbols",
+            ),
+            (
+                r#"{"type":"subscribe","payload":{"candles":[]}}"#,
+                "payload.candles is empty",
+            ),
+            (
+                r#"{"type":"subscribe","payload":{"candles":[1]}}"#,
+                "payload.candles must hold only strings",
+            ),
+            (
+                r#"{"type":"subscribe","payload":{"candles":"AAPL@1m"}}"#,
+                "needs payload.candles",
+            ),
+            (
+                r#"{"type":"subscribe","payload":{"candles":["A@1m"],"symbols":[]}}"#,
+                "payload.symbols is empty",
+            ),
+            (
+                r#"{"type":"subscribe","payload":{"candles":["A@1m"],"limit":-1}}"#,
+                "payload.limit",
+            ),
+        ] {
+            let e = parse_client_message(text).unwrap_err();
+            assert_eq!(e.code, ErrorCode::BadRequest, "{text}");
+            assert!(e.message.contains(says), "{text}: {}", e.message);
+        }
+    }
+
+    #[test]
     fn the_four_client_messages() {
         assert_eq!(
             parse_client_message(
@@ -230,14 +319,17 @@ mod tests {
                 id: Some(1),
                 symbols: vec!["AAPL".into(), "MSFT".into()],
                 since: vec![("AAPL".into(), 1041)],
-                interval_ms: None
+                interval_ms: None,
+                candles: vec![],
+                limit: None,
             })
         );
         assert_eq!(
             parse_client_message(r#"{"type":"unsubscribe","id":2,"payload":{"symbols":["MSFT"]}}"#),
             Ok(ClientMessage::Unsubscribe {
                 id: Some(2),
-                symbols: vec!["MSFT".into()]
+                symbols: vec!["MSFT".into()],
+                candles: vec![],
             })
         );
         assert_eq!(

@@ -14,6 +14,7 @@ use super::outbox::{Control, Outbox};
 use super::rate::{RateLimiter, Verdict};
 use super::{Identity, SessionContext};
 use crate::auth::TokenUse;
+use crate::candle::{self, ChannelError};
 use crate::clock::{now_secs, now_us};
 use crate::hub::Command;
 use crate::metrics::DisconnectReason;
@@ -248,12 +249,26 @@ impl Conn {
                 symbols,
                 since,
                 interval_ms,
+                candles,
+                limit,
             } => {
                 let interval = match pace(self.ctx.limits.window, id, interval_ms) {
                     Ok(interval) => interval,
                     Err(e) => return self.error(e),
                 };
-                if let Some(errors) = self.subscribe(id, symbols, since, None, interval) {
+                let limit = match self.ctx.candle_limit(id, limit) {
+                    Ok(limit) => limit,
+                    Err(e) => return self.error(e),
+                };
+                let request = Wanted {
+                    symbols,
+                    candles,
+                    since,
+                    after: None,
+                    interval,
+                    limit,
+                };
+                if let Some(errors) = self.subscribe(id, request) {
                     if !errors {
                         return;
                     }
@@ -262,10 +277,15 @@ impl Conn {
                     self.count_error();
                 }
             }
-            ClientMessage::Unsubscribe { id, symbols } => {
+            ClientMessage::Unsubscribe {
+                id,
+                symbols,
+                candles,
+            } => {
                 let symbols = symbols
                     .into_iter()
                     .filter(|s| symbol::is_valid(s))
+                    .chain(candles.into_iter().filter(|c| candle::split(c).is_some()))
                     .collect();
                 self.ctx.hub.send(Command::Unsubscribe {
                     client: self.outbox.id,
@@ -282,17 +302,18 @@ impl Conn {
     /// hub, with `after` for a stream that resumes from a `gseq`. The bad
     /// ones get one `error` per code, after the `subscribed` reply. Returns
     /// whether some were refused (`None` if the connection cannot subscribe).
-    pub fn subscribe(
-        &mut self,
-        id: Option<i64>,
-        symbols: Vec<String>,
-        since: Vec<(String, u64)>,
-        after: Option<u64>,
-        interval: Option<Duration>,
-    ) -> Option<bool> {
+    pub fn subscribe(&mut self, id: Option<i64>, request: Wanted) -> Option<bool> {
         if let Identity::AwaitingAuth = self.identity {
             return None;
         }
+        let Wanted {
+            symbols,
+            candles,
+            since,
+            after,
+            interval,
+            limit,
+        } = request;
         let mut accepted: Vec<String> = Vec::with_capacity(symbols.len());
         let mut invalid = Vec::new();
         let mut forbidden = Vec::new();
@@ -310,12 +331,33 @@ impl Conn {
                 accepted.push(s);
             }
         }
+        let invalid_symbols = !invalid.is_empty();
+        let mut unserved = Vec::new();
+        for c in candles {
+            if !seen.insert(c.clone()) {
+                continue;
+            }
+            let Some(config) = &self.ctx.candles else {
+                unserved.push(c);
+                continue;
+            };
+            match config.channel(&c) {
+                Err(ChannelError::Invalid) => invalid.push(c),
+                Err(ChannelError::UnknownInterval) => unserved.push(c),
+                Ok((symbol, _)) => match &self.identity {
+                    Identity::User(claims) if !claims.allows(&symbol) => forbidden.push(c),
+                    _ => accepted.push(c),
+                },
+            }
+        }
         let mut errors: Vec<Message> = Vec::new();
         if !invalid.is_empty() {
-            let message = format!(
-                "{} not a symbol: 1 to 32 characters from A-Z a-z 0-9 . _ : / -",
-                plural(&invalid, "is", "are")
-            );
+            let what = if invalid_symbols {
+                "not a symbol: 1 to 32 characters from A-Z a-z 0-9 . _ : / -"
+            } else {
+                "not a candle series: SYMBOL@INTERVAL"
+            };
+            let message = format!("{} {what}", plural(&invalid, "is", "are"));
             errors.push(
                 RequestError::for_symbols(id, ErrorCode::InvalidSymbol, invalid, message).into(),
             );
@@ -326,10 +368,23 @@ impl Conn {
                 RequestError::for_symbols(id, ErrorCode::Forbidden, forbidden, message).into(),
             );
         }
+        if !unserved.is_empty() {
+            let message = match &self.ctx.candles {
+                Some(c) if !c.intervals.is_empty() => {
+                    format!("intervals served here: {}", c.names())
+                }
+                _ => "candles are off on this server".to_string(),
+            };
+            errors.push(
+                RequestError::for_symbols(id, ErrorCode::BadRequest, unserved, message).into(),
+            );
+        }
         let refused = !errors.is_empty();
         let since = since
             .into_iter()
-            .filter(|(s, _)| seen.contains(s) && symbol::is_valid(s))
+            .filter(|(s, _)| {
+                seen.contains(s) && (symbol::is_valid(s) || candle::split(s).is_some())
+            })
             .collect();
         self.ctx.hub.send(Command::Subscribe(crate::hub::Subscribe {
             client: self.outbox.id,
@@ -338,6 +393,7 @@ impl Conn {
             since,
             after,
             interval,
+            limit,
             errors,
         }));
         Some(refused)
@@ -540,4 +596,18 @@ fn expiry_instant(exp: u64) -> Instant {
     let left_us = (exp.saturating_mul(1_000_000)).saturating_sub(now_us());
     // Far-future expiries are capped: `Instant` arithmetic must not overflow.
     Instant::now() + Duration::from_micros(left_us.min(10 * 365 * 86_400 * 1_000_000))
+}
+
+/// What a client asks to subscribe to, before it is checked.
+pub struct Wanted {
+    pub symbols: Vec<String>,
+    /// Candle series, `SYMBOL@INTERVAL`.
+    pub candles: Vec<String>,
+    pub since: Vec<(String, u64)>,
+    /// A stream resuming from a `gseq` (SSE's `Last-Event-ID`).
+    pub after: Option<u64>,
+    /// At most one update per symbol per this long (`interval_ms`).
+    pub interval: Option<Duration>,
+    /// Closed bars in each series' history.
+    pub limit: usize,
 }

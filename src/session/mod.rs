@@ -65,6 +65,8 @@ pub struct SessionContext {
     /// This node's name (`--node`), in `welcome` and the metrics.
     pub node: String,
     next_id: AtomicU64,
+    /// Candles served (`None`: off).
+    pub candles: Option<Arc<crate::candle::CandleConfig>>,
 }
 
 impl SessionContext {
@@ -81,9 +83,32 @@ impl SessionContext {
             epoch: AtomicU64::new(crate::clock::now_us()),
             node,
             next_id: AtomicU64::new(1),
+            candles: None,
+        }
+    }
+
+    /// The closed bars a series' history holds: `limit` (default 300, at
+    /// most `--candle-keep`).
+    pub fn candle_limit(
+        &self,
+        id: Option<i64>,
+        limit: Option<u64>,
+    ) -> Result<usize, crate::protocol::RequestError> {
+        let keep = self.candles.as_ref().map_or(1, |c| c.keep) as u64;
+        match limit {
+            None => Ok(DEFAULT_CANDLE_LIMIT.min(keep) as usize),
+            Some(n) if (1..=keep).contains(&n) => Ok(n as usize),
+            Some(n) => Err(crate::protocol::RequestError::new(
+                id,
+                crate::protocol::ErrorCode::BadRequest,
+                format!("limit {n} is not from 1 to {keep} (--candle-keep)"),
+            )),
         }
     }
 }
+
+/// Closed bars in a history when the client names no `limit`.
+pub const DEFAULT_CANDLE_LIMIT: u64 = 300;
 
 impl SessionContext {
     /// The lineage of `seq` numbers (see [`crate::protocol::message::Welcome`]).

@@ -35,6 +35,8 @@ pub struct SubscribedSymbol {
     pub since: Option<u64>,
     /// At most one update of it per this long for this client (`interval_ms`).
     pub interval: Option<std::time::Duration>,
+    /// A candle series: how many closed bars its history holds (`limit`).
+    pub limit: usize,
 }
 
 /// Work for the writer that must not be dropped, in the order it was queued.

@@ -247,16 +247,20 @@ impl Writer {
                     errors,
                     after,
                 } => {
-                    let names = symbols.iter().map(|s| s.slot.name.to_string()).collect();
-                    let unknown = symbols
+                    let (series, ticks): (Vec<_>, Vec<_>) =
+                        symbols.iter().partition(|s| s.slot.series.is_some());
+                    let names = ticks.iter().map(|s| s.slot.name.to_string()).collect();
+                    let unknown = ticks
                         .iter()
                         .filter(|s| s.slot.latest.load().is_none())
                         .map(|s| s.slot.name.to_string())
                         .collect();
+                    let candles = series.iter().map(|s| s.slot.name.to_string()).collect();
                     self.message(&Message::Subscribed {
                         id,
                         symbols: names,
                         unknown,
+                        candles,
                     });
                     for e in &errors {
                         self.message(e);
@@ -270,6 +274,26 @@ impl Writer {
                             last_seq: 0,
                             pace: None,
                         });
+                        if let Some(series) = &s.slot.series {
+                            let read = match (s.since, after) {
+                                (Some(seq), _) => series.since(seq),
+                                (None, Some(gseq)) => series.after_gseq(gseq),
+                                (None, None) => series.history(s.limit, None),
+                            };
+                            // A resume that missed nothing gets nothing.
+                            if !read.bars.is_empty() || (s.since.is_none() && after.is_none()) {
+                                let m = Message::Candles {
+                                    symbol: series.symbol.to_string(),
+                                    interval: series.interval.to_string(),
+                                    bars: read.bars,
+                                    snapshot: true,
+                                };
+                                self.pending.push(self.framing.message(&m));
+                                METRICS.messages_sent.inc();
+                            }
+                            sub.last_seq = sub.last_seq.max(read.seq);
+                            continue;
+                        }
                         // The request's interval from now on (none: every update).
                         let waiting = sub.pace.as_mut().and_then(|p| p.waiting.take());
                         self.paced_waiting -= usize::from(waiting.is_some());
@@ -307,10 +331,12 @@ impl Writer {
                             self.paced_waiting -= usize::from(waited);
                         }
                     }
-                    let symbols = symbols.iter().map(|s| s.name.to_string()).collect();
+                    let (candles, symbols): (Vec<_>, Vec<_>) =
+                        symbols.iter().partition(|s| s.series.is_some());
                     self.message(&Message::Unsubscribed {
                         id,
-                        symbols,
+                        symbols: symbols.iter().map(|s| s.name.to_string()).collect(),
+                        candles: candles.iter().map(|s| s.name.to_string()).collect(),
                         reason,
                     });
                 }
@@ -342,6 +368,11 @@ impl Writer {
                 continue;
             };
             if tick.seq() > sub.last_seq {
+                if sub.slot.series.is_some() && tick.seq() > sub.last_seq + 1 {
+                    // A candle missed (dropped): every bar changed since.
+                    sent += fill_gap(sub, &*self.framing, &mut self.pending);
+                    continue;
+                }
                 sub.last_seq = tick.seq();
                 if let Some(tick) = offer(sub, tick, instant, &mut self.paced_waiting) {
                     latency.observe_us(now.saturating_sub(tick.state.pub_us));
@@ -363,6 +394,10 @@ impl Writer {
                     continue;
                 };
                 if current.seq() > sub.last_seq {
+                    if sub.slot.series.is_some() {
+                        sent += fill_gap(sub, &*self.framing, &mut self.pending);
+                        continue;
+                    }
                     sub.last_seq = current.seq();
                     if let Some(current) = offer(sub, current, instant, &mut self.paced_waiting) {
                         latency.observe_us(now.saturating_sub(current.state.pub_us));
@@ -453,6 +488,21 @@ impl Writer {
         .await;
         link.close().await;
     }
+}
+
+/// Sends every bar of a candle series that changed after the last `seq`
+/// sent, as `candle` messages (a client that missed some is whole again);
+/// returns how many.
+fn fill_gap(sub: &mut Sub, framing: &dyn Framing, pending: &mut Pending) -> u64 {
+    let Some(series) = &sub.slot.series else {
+        return 0;
+    };
+    let read = series.since(sub.last_seq);
+    for bar in &read.bars {
+        pending.push(framing.message(&Message::candle(&sub.slot.name, bar)));
+    }
+    sub.last_seq = sub.last_seq.max(read.seq);
+    read.bars.len() as u64
 }
 
 /// A newer update of `sub`: back to go out now, or (paced) kept to wait for

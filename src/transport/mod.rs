@@ -51,8 +51,10 @@ pub trait Framing: Send + 'static {
 
     /// A tick's bytes, shared: made once per update and form.
     fn tick(&self, symbol: &str, latest: &Latest, snapshot: bool) -> Bytes {
-        latest.form(self.form(), snapshot, || {
-            self.encode_tick(symbol, latest, snapshot)
+        latest.form(self.form(), snapshot, || match &latest.candle {
+            // A candle series' update: rarer than ticks, sent as a message.
+            Some(bar) => self.message(&Message::candle(symbol, bar)),
+            None => self.encode_tick(symbol, latest, snapshot),
         })
     }
 }

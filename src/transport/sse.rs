@@ -159,6 +159,9 @@ pub struct Stream {
     pub fd: Option<std::os::fd::RawFd>,
     /// At most one update per symbol per this long (`?interval_ms=`).
     pub interval: Option<std::time::Duration>,
+    /// Candle series (`?candles=AAPL@1m,…`), and their histories' length (`?limit=`).
+    pub candles: Vec<String>,
+    pub limit: usize,
 }
 
 /// Starts a stream; returns what its HTTP response body reads, and what the
@@ -187,9 +190,15 @@ pub fn start(
         Box::new(link),
         heartbeat,
     );
-    started
-        .conn
-        .subscribe(None, s.symbols, Vec::new(), after, s.interval);
+    let wanted = session::conn::Wanted {
+        symbols: s.symbols,
+        candles: s.candles,
+        since: Vec::new(),
+        after,
+        interval: s.interval,
+        limit: s.limit,
+    };
+    started.conn.subscribe(None, wanted);
     let watch = s.fd.and_then(super::peer_watch::watch);
     let (dropped, body_gone) = tokio::sync::oneshot::channel();
     tokio::spawn(drive(started, watch, body_gone));

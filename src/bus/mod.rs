@@ -11,6 +11,8 @@
 //! Symbols may hold `.`, `:` and `/`, which subjects and KV keys reserve or
 //! refuse: both use the symbol's hex. The payload is the tick's JSON payload.
 
+pub mod candles;
+
 use crate::encoding::json::put_tick_payload;
 use crate::hub::{Command, HubHandle, Interest};
 use crate::symbol::Symbol;
@@ -178,7 +180,7 @@ pub async fn receive_updates_when_ready(
 
 /// Runs `attempt` until it succeeds, a second apart, logging a failure at
 /// most every 10 s.
-async fn retry<T, F, Fut>(what: &str, mut attempt: F) -> T
+pub(crate) async fn retry<T, F, Fut>(what: &str, mut attempt: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, String>>,

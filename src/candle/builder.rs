@@ -1,0 +1,462 @@
+//! The bar maker, run by the hub on every feed tick before the coalescing
+//! window (so no trade is lost to it): one forming bar per symbol and
+//! interval, the bar clock that closes them, and the window that paces a
+//! forming bar's updates to at most one per `--coalesce`.
+//!
+//! What it makes comes out as [`Emit`]s (a bar's new state with its series'
+//! next `seq`); the hub publishes them like updates. Rules (protocol §4c):
+//! trades (`last`) make bars; a symbol that never traded gets bars of its
+//! quote mid; a tick whose bar has closed is late and changes nothing.
+
+use super::bar::{Bar, Source};
+use super::{CandleConfig, Clock, VolumeMode};
+use crate::metrics::METRICS;
+use crate::tick::Fields;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::time::{Duration, Instant};
+
+/// A bar's new state, to publish on its series.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Emit {
+    /// The symbol's id in the hub.
+    pub symbol: u32,
+    pub interval: usize,
+    pub bar: Bar,
+}
+
+/// One series as the builder keeps it.
+#[derive(Clone, Default)]
+struct Slot {
+    /// The last `seq` given out.
+    seq: u64,
+    forming: Option<Bar>,
+    /// When the forming bar last went out (its window).
+    sent_at: Option<Instant>,
+    /// A change waits for the window to close.
+    pending: bool,
+}
+
+/// One symbol's state across its intervals.
+#[derive(Clone, Default)]
+struct SymbolBars {
+    /// Ever traded: from then on only trades make its bars.
+    traded: bool,
+    /// The running total of `volume` (cumulative mode).
+    total: Option<f64>,
+    bid: Option<f64>,
+    ask: Option<f64>,
+    slots: Vec<Slot>,
+}
+
+pub struct Builder {
+    config: CandleConfig,
+    symbols: Vec<SymbolBars>,
+    /// The bar clock, µs since the epoch.
+    clock: u64,
+    /// Per interval: the start of the bar open now.
+    current: Vec<u64>,
+    /// Per interval: symbols with a forming bar (closed together).
+    forming: Vec<Vec<u32>>,
+    /// Forming bars whose change waits for its window, soonest first.
+    waiting: BinaryHeap<Reverse<(Instant, u32, usize)>>,
+    out: Vec<Emit>,
+}
+
+impl Builder {
+    pub fn new(config: CandleConfig) -> Builder {
+        let n = config.intervals.len();
+        Builder {
+            config,
+            symbols: Vec::new(),
+            clock: 0,
+            current: vec![0; n],
+            forming: vec![Vec::new(); n],
+            waiting: BinaryHeap::new(),
+            out: Vec::new(),
+        }
+    }
+
+    pub fn config(&self) -> &CandleConfig {
+        &self.config
+    }
+
+    fn symbol_mut(&mut self, id: u32) -> &mut SymbolBars {
+        let i = id as usize;
+        if i >= self.symbols.len() {
+            let n = self.config.intervals.len();
+            self.symbols.resize_with(i + 1, || SymbolBars {
+                slots: vec![Slot::default(); n],
+                ..SymbolBars::default()
+            });
+        }
+        &mut self.symbols[i]
+    }
+
+    /// Goes on from a series' stored state (a restarted cluster ingest):
+    /// `seq` continues after `seq`, and a forming bar of the interval open
+    /// now carries on. A stored bar of trades marks the symbol as trading.
+    pub fn resume(&mut self, symbol: u32, interval: usize, seq: u64, last: Option<Bar>) {
+        let now = self.clock;
+        let us = self.config.intervals[interval].us;
+        let s = self.symbol_mut(symbol);
+        let slot = &mut s.slots[interval];
+        slot.seq = slot.seq.max(seq);
+        if let Some(bar) = last {
+            s.traded |= bar.source == Source::Trades;
+            let open_now = now == 0 || bar.start == now / us * us;
+            if !bar.closed && open_now && slot.forming.is_none() {
+                s.slots[interval].forming = Some(bar);
+                self.forming[interval].push(symbol);
+            }
+        }
+    }
+
+    /// Moves the bar clock (live feeds: the server's clock, each pass of
+    /// the hub); bars whose interval has ended close.
+    pub fn advance(&mut self, now_us: u64) {
+        if now_us <= self.clock {
+            return;
+        }
+        self.clock = now_us;
+        for i in 0..self.config.intervals.len() {
+            let us = self.config.intervals[i].us;
+            let current = now_us / us * us;
+            if current <= self.current[i] {
+                continue;
+            }
+            self.current[i] = current;
+            for symbol in std::mem::take(&mut self.forming[i]) {
+                let slot = &mut self.symbols[symbol as usize].slots[i];
+                let Some(mut bar) = slot.forming.take() else {
+                    continue;
+                };
+                slot.seq += 1;
+                slot.pending = false;
+                bar.closed = true;
+                bar.seq = slot.seq;
+                self.out.push(Emit {
+                    symbol,
+                    interval: i,
+                    bar,
+                });
+            }
+        }
+    }
+
+    /// When the live bar clock next closes bars (`None` for a replay).
+    pub fn next_boundary_us(&self) -> Option<u64> {
+        if self.config.clock != Clock::Wall {
+            return None;
+        }
+        self.config
+            .intervals
+            .iter()
+            .zip(&self.current)
+            .filter(|(_, c)| **c > 0)
+            .map(|(i, c)| c + i.us)
+            .min()
+    }
+
+    /// When the soonest waiting change's window closes.
+    pub fn next_release(&self) -> Option<Instant> {
+        self.waiting.peek().map(|Reverse((at, _, _))| *at)
+    }
+
+    /// One feed tick of symbol `symbol` (feed time `ts`).
+    pub fn on_tick(&mut self, symbol: u32, fields: &Fields, ts: u64, now: Instant) {
+        if self.config.clock == Clock::Feed && ts > self.clock {
+            self.advance(ts);
+        }
+        if self.clock == 0 {
+            return;
+        }
+        let mode = self.config.volume;
+        let s = self.symbol_mut(symbol);
+        s.bid = fields.bid.or(s.bid);
+        s.ask = fields.ask.or(s.ask);
+        let size = match (mode, fields.volume) {
+            (_, None) => 0.0,
+            (VolumeMode::Trade, Some(v)) => v,
+            (VolumeMode::Cumulative, Some(v)) => {
+                let grew = match s.total {
+                    Some(total) if v >= total => v - total,
+                    Some(_) => v, // the total went down: a new session
+                    None => 0.0,  // the first total seen: the baseline
+                };
+                s.total = Some(v);
+                grew
+            }
+        };
+        let size = if size.is_finite() { size.max(0.0) } else { 0.0 };
+        let price = match fields.last {
+            Some(last) => {
+                s.traded = true;
+                (last, Source::Trades)
+            }
+            None if s.traded => return,
+            None if fields.bid.is_none() && fields.ask.is_none() => return,
+            None => match (s.bid, s.ask) {
+                (Some(b), Some(a)) => ((b + a) / 2.0, Source::Mid),
+                (Some(x), None) | (None, Some(x)) => (x, Source::Mid),
+                (None, None) => return,
+            },
+        };
+        if !price.0.is_finite() {
+            return;
+        }
+        for i in 0..self.config.intervals.len() {
+            let us = self.config.intervals[i].us;
+            // Stamped ahead of the clock: the bar open now.
+            let start = ts.min(self.clock) / us * us;
+            if start < self.current[i] {
+                METRICS.candle_late(i);
+                continue;
+            }
+            self.change(symbol, i, start, price, size, now);
+        }
+    }
+
+    fn change(
+        &mut self,
+        symbol: u32,
+        i: usize,
+        start: u64,
+        (price, source): (f64, Source),
+        size: f64,
+        now: Instant,
+    ) {
+        let window = self.config.window;
+        let slot = &mut self.symbols[symbol as usize].slots[i];
+        match slot.forming.as_mut() {
+            Some(bar) if bar.source == source => match source {
+                Source::Trades => bar.trade(price, size),
+                Source::Mid => bar.price(price),
+            },
+            // None yet, or a bar of mids that starts over at the first trade.
+            current => {
+                let fresh = current.is_none();
+                let mut bar = Bar::open_at(start, price, source);
+                if source == Source::Trades {
+                    bar.trades = 1;
+                    bar.volume = size;
+                }
+                slot.forming = Some(bar);
+                if fresh {
+                    self.forming[i].push(symbol);
+                }
+            }
+        }
+        let slot = &mut self.symbols[symbol as usize].slots[i];
+        if slot.pending {
+            return;
+        }
+        match slot.sent_at {
+            Some(sent) if now < sent + window => {
+                slot.pending = true;
+                self.waiting.push(Reverse((sent + window, symbol, i)));
+            }
+            _ => {
+                slot.sent_at = Some(now);
+                self.out.push(emit(symbol, i, slot));
+            }
+        }
+    }
+
+    /// Sends the forming bars whose window has closed.
+    pub fn release_due(&mut self, now: Instant) {
+        while let Some(&Reverse((at, symbol, i))) = self.waiting.peek() {
+            if at > now {
+                break;
+            }
+            self.waiting.pop();
+            let slot = &mut self.symbols[symbol as usize].slots[i];
+            if slot.pending && slot.forming.is_some() {
+                slot.pending = false;
+                slot.sent_at = Some(now);
+                self.out.push(emit(symbol, i, slot));
+            }
+        }
+    }
+
+    /// What was made since the last call, in order.
+    pub fn take(&mut self, into: &mut Vec<Emit>) {
+        into.append(&mut self.out);
+    }
+
+    /// The window between a forming bar's updates.
+    pub fn window(&self) -> Duration {
+        self.config.window
+    }
+}
+
+/// The forming bar of `slot` under the series' next `seq`.
+fn emit(symbol: u32, interval: usize, slot: &mut Slot) -> Emit {
+    slot.seq += 1;
+    let bar = slot.forming.as_mut().expect("a forming bar");
+    bar.seq = slot.seq;
+    Emit {
+        symbol,
+        interval,
+        bar: *bar,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::candle::parse_intervals;
+
+    const S: u64 = 1_000_000;
+
+    fn builder(clock: Clock, volume: VolumeMode) -> Builder {
+        Builder::new(CandleConfig {
+            intervals: parse_intervals("1s,1m").unwrap(),
+            keep: 100,
+            volume,
+            clock,
+            window: Duration::from_millis(100),
+        })
+    }
+
+    fn trade(last: f64, volume: Option<f64>) -> Fields {
+        Fields {
+            last: Some(last),
+            volume,
+            ..Fields::default()
+        }
+    }
+
+    fn quote(bid: f64, ask: f64) -> Fields {
+        Fields {
+            bid: Some(bid),
+            ask: Some(ask),
+            ..Fields::default()
+        }
+    }
+
+    fn taken(b: &mut Builder) -> Vec<Emit> {
+        let mut v = Vec::new();
+        b.take(&mut v);
+        v
+    }
+
+    #[test]
+    fn forming_updates_are_paced_and_bars_close_on_the_clock() {
+        let mut b = builder(Clock::Wall, VolumeMode::Cumulative);
+        let t0 = Instant::now();
+        b.advance(100 * S + 10);
+        b.on_tick(0, &trade(10.0, Some(1000.0)), 100 * S + 10, t0);
+        // Leading edge: out at once in both intervals, seq 1.
+        let e = taken(&mut b);
+        assert_eq!(e.len(), 2);
+        assert_eq!(
+            (e[0].bar.seq, e[0].bar.start, e[0].bar.volume),
+            (1, 100 * S, 0.0)
+        );
+        b.on_tick(0, &trade(11.0, Some(1005.0)), 100 * S + 20, t0);
+        b.on_tick(0, &trade(9.0, Some(1007.0)), 100 * S + 30, t0);
+        assert!(taken(&mut b).is_empty(), "within the window: waits");
+        assert_eq!(b.next_release(), Some(t0 + Duration::from_millis(100)));
+        b.release_due(t0 + Duration::from_millis(100));
+        let e = taken(&mut b);
+        assert_eq!(e.len(), 2);
+        let bar = e[0].bar;
+        assert_eq!(
+            (bar.seq, bar.open, bar.high, bar.low, bar.close, bar.volume, bar.trades),
+            (2, 10.0, 11.0, 9.0, 9.0, 7.0, 3)
+        );
+        assert_eq!(b.next_boundary_us(), Some(101 * S));
+        b.advance(101 * S);
+        let e = taken(&mut b);
+        assert_eq!(e.len(), 1, "the 1s bar closes, the 1m bar goes on");
+        assert!(e[0].bar.closed && e[0].bar.seq == 3 && e[0].interval == 0);
+        // A tick stamped in the closed second is late for 1s, counts for 1m.
+        b.on_tick(
+            0,
+            &trade(50.0, None),
+            100 * S + 999_999,
+            t0 + Duration::from_millis(300),
+        );
+        let e = taken(&mut b);
+        assert_eq!(e.len(), 1);
+        assert_eq!((e[0].interval, e[0].bar.high), (1, 50.0));
+    }
+
+    #[test]
+    fn mids_until_the_first_trade_and_no_bar_without_one_after() {
+        let mut b = builder(Clock::Feed, VolumeMode::Cumulative);
+        let t0 = Instant::now();
+        b.on_tick(0, &quote(1.0, 1.2), 5 * S, t0);
+        let e = taken(&mut b);
+        assert_eq!(
+            (e[0].bar.source, e[0].bar.open, e[0].bar.trades),
+            (Source::Mid, 1.1, 0)
+        );
+        // A first trade in the same second starts the bar over.
+        b.on_tick(
+            0,
+            &trade(2.0, Some(10.0)),
+            5 * S + 1,
+            t0 + Duration::from_secs(1),
+        );
+        let e = taken(&mut b);
+        assert_eq!(
+            (
+                e[0].bar.source,
+                e[0].bar.open,
+                e[0].bar.low,
+                e[0].bar.trades
+            ),
+            (Source::Trades, 2.0, 2.0, 1)
+        );
+        // The replay's clock moves with ts: the second closes, quotes after make no bar.
+        b.on_tick(0, &quote(3.0, 3.2), 6 * S, t0 + Duration::from_secs(2));
+        let e = taken(&mut b);
+        assert_eq!(e.len(), 1);
+        assert!(e[0].bar.closed && e[0].bar.start == 5 * S);
+    }
+
+    #[test]
+    fn volume_cumulative_resets_and_trade_sizes() {
+        let mut b = builder(Clock::Feed, VolumeMode::Cumulative);
+        let t0 = Instant::now();
+        for (i, v) in [100.0, 150.0, 20.0, 30.0].into_iter().enumerate() {
+            b.on_tick(
+                0,
+                &trade(1.0, Some(v)),
+                5 * S + i as u64,
+                t0 + Duration::from_secs(i as u64),
+            );
+        }
+        let e = taken(&mut b);
+        // baseline 0, +50, reset counts whole (20), +10
+        assert_eq!(e.last().unwrap().bar.volume, 80.0);
+        let mut b = builder(Clock::Feed, VolumeMode::Trade);
+        for (i, v) in [100.0, 150.0].into_iter().enumerate() {
+            b.on_tick(
+                0,
+                &trade(1.0, Some(v)),
+                5 * S + i as u64,
+                t0 + Duration::from_secs(i as u64),
+            );
+        }
+        assert_eq!(taken(&mut b).last().unwrap().bar.volume, 250.0);
+    }
+
+    #[test]
+    fn resume_goes_on_with_seq_and_the_forming_bar() {
+        let mut b = builder(Clock::Wall, VolumeMode::Trade);
+        b.advance(100 * S + 5);
+        let mut stored = Bar::open_at(100 * S, 10.0, Source::Trades);
+        stored.trades = 2;
+        stored.seq = 41;
+        b.resume(0, 0, 41, Some(stored));
+        b.on_tick(0, &trade(12.0, Some(1.0)), 100 * S + 6, Instant::now());
+        let e = taken(&mut b);
+        assert_eq!(
+            (e[0].bar.seq, e[0].bar.open, e[0].bar.high, e[0].bar.trades),
+            (42, 10.0, 12.0, 3)
+        );
+    }
+}
