@@ -146,6 +146,12 @@ def tickcast():
     ], "short", width=12, description="Sampled each second by the hub. A client's queue is at most --queue.")
     b.panel("Threads", [q(f'process_threads{{job=~"tickcast.*"}} {OF_NODES}', "{{instance}}")], "short", width=12,
             description="OS threads per process: flat under any load or churn.")
+    b.panel("Candles", [
+        q(f"sum by (node) (rate(tickcast_candle_updates_total{{{NODE}}}[$__rate_interval]))", "bar messages {{node}}"),
+        q(rate("tickcast_candle_late_ticks_total", "interval"), "late for {{interval}}"),
+    ], "ops", width=24,
+            description="Candle messages published (forming bars' updates and closes) and ticks too late for a bar "
+                        "that had closed (a publisher's clock behind, or a replay out of order).")
     return b.json()
 
 

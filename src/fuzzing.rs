@@ -85,9 +85,33 @@ pub fn client_message(data: &[u8]) {
         match crate::protocol::parse_client_message(text) {
             Ok(m) => {
                 let _ = m.id();
+                if let crate::protocol::ClientMessage::Subscribe { candles, .. }
+                | crate::protocol::ClientMessage::Unsubscribe { candles, .. } = &m
+                {
+                    // Series names go on to the session's check: a name it
+                    // takes is a valid symbol and an interval it serves.
+                    let config = series_config();
+                    for name in candles {
+                        if let Ok((symbol, i)) = config.channel(name) {
+                            assert!(crate::symbol::is_valid(&symbol));
+                            assert!(name.ends_with(&*config.intervals[i].name));
+                        }
+                    }
+                }
             }
             Err(e) => assert!(!e.message.is_empty()),
         }
+    }
+}
+
+/// The default candle intervals, as a node serves them.
+fn series_config() -> crate::candle::CandleConfig {
+    crate::candle::CandleConfig {
+        intervals: crate::candle::parse_intervals("1s,1m,5m,1h").unwrap_or_default(),
+        keep: 1000,
+        volume: crate::candle::VolumeMode::Cumulative,
+        clock: crate::candle::Clock::Wall,
+        window: std::time::Duration::from_millis(100),
     }
 }
 

@@ -408,18 +408,27 @@ async fn next_candle(c: &mut Client) -> Value {
 
 #[tokio::test]
 async fn a_subscriber_gets_history_then_every_change_then_the_close() {
-    let s = Server::start(&["--feed", "tcp://127.0.0.1:0", "--coalesce", "20ms"]);
+    // 1d, not 1m: a live test cannot choose its clock, and a bar boundary
+    // between its trades would change what they make (once a day, not a minute).
+    let s = Server::start(&[
+        "--feed",
+        "tcp://127.0.0.1:0",
+        "--coalesce",
+        "20ms",
+        "--candle-intervals",
+        "1s,1d",
+    ]);
     let mut p = s.publisher();
     // A bar before anyone subscribes: it will be history.
     p.tick(json!({"symbol":"AAPL","last":100.0,"volume":1000,"ts":now_us()}));
-    s.wait_metric("tickcast_candle_updates_total", |v| v >= 4.0)
+    s.wait_metric("tickcast_candle_updates_total", |v| v >= 2.0)
         .await;
 
     let mut c = s.ws_welcomed().await;
-    c.send(json!({"type":"subscribe","id":1,"payload":{"candles":["AAPL@1s","AAPL@1m"],"symbols":["AAPL"]}}))
+    c.send(json!({"type":"subscribe","id":1,"payload":{"candles":["AAPL@1s","AAPL@1d"],"symbols":["AAPL"]}}))
         .await;
     let sub = c.expect_type("subscribed").await["payload"].clone();
-    assert_eq!(sub["candles"], json!(["AAPL@1s", "AAPL@1m"]));
+    assert_eq!(sub["candles"], json!(["AAPL@1s", "AAPL@1d"]));
     assert_eq!(sub["symbols"], json!(["AAPL"]));
     let mut history = BTreeMap::new();
     let mut seq = BTreeMap::new();
@@ -443,9 +452,9 @@ async fn a_subscriber_gets_history_then_every_change_then_the_close() {
             other => panic!("{other}: {m}"),
         }
     }
-    let minute = &history["1m"];
-    assert_eq!(minute.last().unwrap()["open"], 100.0);
-    assert_eq!(minute.last().unwrap()["closed"], false);
+    let day = &history["1d"];
+    assert_eq!(day.last().unwrap()["open"], 100.0);
+    assert_eq!(day.last().unwrap()["closed"], false);
 
     // Every change of the forming bar, then the close, seq one by one.
     p.tick(json!({"symbol":"AAPL","last":101.5,"volume":1200,"ts":now_us()}));
@@ -460,7 +469,7 @@ async fn a_subscriber_gets_history_then_every_change_then_the_close() {
         *last += 1;
         if interval == "1s" && bar["closed"] == true {
             closed_1s = Some(bar);
-        } else if interval == "1m" {
+        } else if interval == "1d" {
             assert_eq!(bar["closed"], false);
             assert_eq!(bar["high"], 101.5);
             assert_eq!(bar["volume"], 200);
@@ -471,13 +480,16 @@ async fn a_subscriber_gets_history_then_every_change_then_the_close() {
     assert!(closed_1s["start"].as_u64().unwrap() % S == 0);
 
     // A client that comes back with `since` gets only what changed after it.
-    let held = seq["1m"];
+    let held = seq["1d"];
     drop(c);
     p.tick(json!({"symbol":"AAPL","last":99.0,"volume":1300,"ts":now_us()}));
-    s.wait_metric("tickcast_candle_updates_total", |v| v >= 8.0)
-        .await;
+    let deadline = Instant::now() + WAIT;
+    while candles(&s, "symbol=AAPL&interval=1d").await["bars"][0]["low"] != 99.0 {
+        assert!(Instant::now() < deadline, "the bar never took the trade");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let mut c = s.ws_welcomed().await;
-    c.send(json!({"type":"subscribe","id":2,"payload":{"candles":["AAPL@1m"],"since":{"AAPL@1m":held}}}))
+    c.send(json!({"type":"subscribe","id":2,"payload":{"candles":["AAPL@1d"],"since":{"AAPL@1d":held}}}))
         .await;
     c.expect_type("subscribed").await;
     let resumed = c.expect_type("candles").await["payload"].clone();
@@ -490,10 +502,10 @@ async fn a_subscriber_gets_history_then_every_change_then_the_close() {
     assert_eq!(bars.last().unwrap()["low"], 99.0);
 
     // Unsubscribing says so, and no candle follows.
-    c.send(json!({"type":"unsubscribe","id":3,"payload":{"candles":["AAPL@1m"]}}))
+    c.send(json!({"type":"unsubscribe","id":3,"payload":{"candles":["AAPL@1d"]}}))
         .await;
     let un = c.until_type("unsubscribed").await;
-    assert_eq!(un["payload"]["candles"], json!(["AAPL@1m"]));
+    assert_eq!(un["payload"]["candles"], json!(["AAPL@1d"]));
     p.tick(json!({"symbol":"AAPL","last":98.0,"ts":now_us()}));
     c.send(json!({"type":"ping","id":4})).await;
     assert_eq!(c.until_type("pong").await["id"], 4);
@@ -565,4 +577,76 @@ async fn sse_streams_candles_with_history() {
         (live["interval"].clone(), live["close"].clone()),
         (json!("1m"), json!(401))
     );
+}
+
+#[tokio::test]
+async fn a_narrower_token_ends_the_series_it_no_longer_allows() {
+    let secret = "candles-secret";
+    let s = Server::start_with_env(
+        &["--feed", "tcp://127.0.0.1:0"],
+        &[("TICKCAST_AUTH_SECRET", secret)],
+    );
+    let token = make_token(secret, "alice", &["AAPL", "MSFT"]);
+    let mut c = Client::connect(&format!("ws://{}/ws?token={token}", s.addr)).await;
+    c.expect_type("welcome").await;
+    c.send(json!({"type":"subscribe","id":1,"payload":{"candles":["AAPL@1m","MSFT@1m"]}}))
+        .await;
+    c.expect_type("subscribed").await;
+    let narrower = make_token(secret, "alice", &["AAPL"]);
+    c.send(json!({"type":"auth","id":2,"payload":{"token":narrower}}))
+        .await;
+    c.until_type("authenticated").await;
+    let un = c.until_type("unsubscribed").await["payload"].clone();
+    assert_eq!(
+        un,
+        json!({"symbols":[],"candles":["MSFT@1m"],"reason":"forbidden"})
+    );
+    // MSFT's bars no longer come; AAPL's do.
+    let mut p = s.publisher();
+    p.tick(json!({"symbol":"MSFT","last":1.0,"ts":now_us()}));
+    p.tick(json!({"symbol":"AAPL","last":2.0,"ts":now_us()}));
+    let bar = next_candle(&mut c).await;
+    assert_eq!(bar["symbol"], "AAPL", "{bar}");
+}
+
+#[tokio::test]
+async fn an_sse_stream_resumes_with_the_bars_changed_since_its_mark() {
+    let s = Server::start(&[
+        "--feed",
+        "tcp://127.0.0.1:0",
+        "--coalesce",
+        "10ms",
+        "--candle-intervals",
+        "1d",
+    ]);
+    let mut p = s.publisher();
+    p.tick(json!({"symbol":"MSFT","last":400.0,"ts":now_us()}));
+    s.wait_metric("tickcast_candle_updates_total", |v| v >= 1.0)
+        .await;
+    let mut sse = SseClient::open(s.addr, "/sse?candles=MSFT@1d", &[]).await;
+    let mut mark = None;
+    sse.until_event("candles", &mut mark).await;
+    p.tick(json!({"symbol":"MSFT","last":401.0,"ts":now_us()}));
+    sse.until_event("candle", &mut mark).await;
+    // The mark after that candle: everything up to it is with the client.
+    sse.until_event("mark", &mut mark).await;
+    let mark = mark.expect("a mark");
+    drop(sse);
+    p.tick(json!({"symbol":"MSFT","last":399.0,"ts":now_us()}));
+    let deadline = Instant::now() + WAIT;
+    while candles(&s, "symbol=MSFT&interval=1d").await["bars"][0]["low"] != 399.0 {
+        assert!(Instant::now() < deadline, "the bar never took the trade");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut again = SseClient::open(
+        s.addr,
+        "/sse?candles=MSFT@1d",
+        &[("Last-Event-ID", mark.as_str())],
+    )
+    .await;
+    let mut id = None;
+    let resumed = again.until_event("candles", &mut id).await.json();
+    let bars = resumed["bars"].as_array().unwrap();
+    assert_eq!(bars.len(), 1, "only the bar that changed: {resumed}");
+    assert_eq!(bars[0]["low"], 399.0);
 }

@@ -136,3 +136,79 @@ async fn under_the_close_policy_a_slow_client_gets_4008() {
         "nothing dropped under close"
     );
 }
+
+#[tokio::test]
+async fn a_client_that_stops_reading_still_gets_every_closed_bar() {
+    let s = slow_server(&["--candle-intervals", "1s"]);
+    let series: Vec<String> = names().iter().map(|n| format!("{n}@1s")).collect();
+    // Symbols with a value, so that their 50 series are the only names
+    // without one this connection waits for (at most 64).
+    let mut p = s.publisher();
+    for name in names() {
+        p.tick(json!({"symbol":name,"bid":1}));
+    }
+    s.wait_metric("tickcast_feed_ticks_total", |v| v == SYMBOLS as f64)
+        .await;
+    let mut c = tiny_window_client(&s).await;
+    assert_eq!(c.next_json().await["type"], "welcome");
+    c.send_text(
+        &json!({"type":"subscribe","id":1,"payload":{"candles":series,"symbols":names()}})
+            .to_string(),
+    )
+    .await;
+    assert_eq!(c.next_json().await["type"], "subscribed");
+
+    // Stop reading while every symbol trades across a few seconds.
+    let dropped = s.metric("tickcast_dropped_total").await;
+    let started = Instant::now();
+    let mut round = 0u64;
+    while started.elapsed() < Duration::from_millis(2500) {
+        round += 1;
+        for name in names() {
+            p.tick(json!({"symbol":name,"last":round,"ts":now_us(),"pad":"x".repeat(200)}));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    s.wait_metric("tickcast_dropped_total", |v| v > dropped).await;
+
+    // Read on: every bar the server closed reaches the client, in its final state.
+    let mut held: HashMap<(String, u64), serde_json::Value> = HashMap::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    'outer: loop {
+        assert!(Instant::now() < deadline, "closed bars missing");
+        while let Ok(Some(frame)) = c.read_frame_within(Duration::from_millis(200)).await {
+            if frame.opcode != 1 {
+                continue;
+            }
+            let m = frame.json();
+            let bars = match m["type"].as_str() {
+                Some("candle") => vec![m["payload"].clone()],
+                Some("candles") => m["payload"]["bars"].as_array().unwrap().clone(),
+                _ => continue,
+            };
+            let symbol = m["payload"]["symbol"].as_str().unwrap().to_string();
+            for mut b in bars {
+                // As `/candles` lists it: without the series' names.
+                b.as_object_mut().unwrap().remove("symbol");
+                b.as_object_mut().unwrap().remove("interval");
+                let key = (symbol.clone(), b["start"].as_u64().unwrap());
+                if held.get(&key).is_none_or(|h| h["seq"].as_u64() < b["seq"].as_u64()) {
+                    held.insert(key, b);
+                }
+            }
+        }
+        for name in names() {
+            let (_, body) = s
+                .get(&format!("/candles?symbol={name}&interval=1s&limit=1000"))
+                .await;
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+            for bar in v["bars"].as_array().unwrap().iter().filter(|b| b["closed"] == true) {
+                let key = (name.clone(), bar["start"].as_u64().unwrap());
+                if held.get(&key) != Some(bar) {
+                    continue 'outer;
+                }
+            }
+        }
+        break;
+    }
+}

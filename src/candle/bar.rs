@@ -119,6 +119,11 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_bar_is_72_bytes_as_docs_protocol_md_counts_them() {
+        assert_eq!(std::mem::size_of::<Bar>(), 72);
+    }
+
+    #[test]
     fn trades_move_high_low_close_and_volume() {
         let mut b = Bar::open_at(60_000_000, 10.0, Source::Trades);
         b.trade(10.0, 5.0);
