@@ -650,3 +650,83 @@ async fn an_sse_stream_resumes_with_the_bars_changed_since_its_mark() {
     assert_eq!(bars.len(), 1, "only the bar that changed: {resumed}");
     assert_eq!(bars[0]["low"], 399.0);
 }
+
+/// Resident memory of a process, in bytes.
+fn rss(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kb * 1024
+}
+
+#[tokio::test]
+async fn long_histories_for_clients_that_do_not_read_cost_a_bounded_amount() {
+    // 20 symbols with 1,000 closed 1s bars each, from a replay.
+    const SYMBOLS: usize = 20;
+    let mut lines = Vec::new();
+    for second in 0..1_002u64 {
+        for i in 0..SYMBOLS {
+            lines.push(Line {
+                symbol: Box::leak(format!("H{i:02}").into_boxed_str()),
+                bid: None,
+                ask: None,
+                last: Some(100.0 + (second % 50) as f64),
+                volume: Some((second * 100) as f64),
+                ts: T0 + second * S + i as u64,
+            });
+        }
+    }
+    let (_dir, feed) = write_replay(&lines);
+    let s = Server::start(&[
+        "--feed",
+        &feed,
+        "--replay-speed",
+        "0",
+        "--candle-intervals",
+        "1s",
+        "--send-buffer",
+        "4096",
+    ]);
+    s.wait_metric("tickcast_feed_ticks_total", |v| v == lines.len() as f64)
+        .await;
+    let series: Vec<String> = (0..SYMBOLS).map(|i| format!("H{i:02}@1s")).collect();
+    let subscribe =
+        json!({"type":"subscribe","id":1,"payload":{"candles":series,"limit":1000}}).to_string();
+    let before = rss(s.pid());
+    // 40 clients ask for 20 histories of 1,000 bars each (about 4 MB of
+    // JSON per client) and read nothing after the reply.
+    let mut idle = Vec::new();
+    for _ in 0..40 {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(2048).unwrap();
+        let stream = socket.connect(s.addr).await.unwrap();
+        let mut c = RawWs::handshake(stream, "/ws", &[]).await.expect("upgrade");
+        assert_eq!(c.next_json().await["type"], "welcome");
+        c.send_text(&subscribe).await;
+        assert_eq!(c.next_json().await["type"], "subscribed");
+        idle.push(c);
+    }
+    let grown = rss(s.pid()).saturating_sub(before);
+    eprintln!("{} KiB held for 40 clients", grown >> 10);
+    assert!(
+        grown < 64 << 20,
+        "{} MiB held for 40 clients that read nothing",
+        grown >> 20
+    );
+    // One that reads gets every history, whole, each before its live bars.
+    let mut c = s.ws_welcomed().await;
+    c.send_text(&subscribe).await;
+    c.expect_type("subscribed").await;
+    let mut seen = std::collections::BTreeSet::new();
+    while seen.len() < SYMBOLS {
+        let m = c.next().await;
+        assert_eq!(m["type"], "candles", "{m}");
+        let bars = m["payload"]["bars"].as_array().unwrap();
+        assert_eq!(bars.len(), 1001, "1,000 closed bars and the forming one");
+        assert!(seen.insert(m["payload"]["symbol"].as_str().unwrap().to_string()));
+    }
+    drop(idle);
+}

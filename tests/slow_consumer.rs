@@ -169,7 +169,8 @@ async fn a_client_that_stops_reading_still_gets_every_closed_bar() {
         }
         std::thread::sleep(Duration::from_millis(5));
     }
-    s.wait_metric("tickcast_dropped_total", |v| v > dropped).await;
+    s.wait_metric("tickcast_dropped_total", |v| v > dropped)
+        .await;
 
     // Read on: every bar the server closed reaches the client, in its final state.
     let mut held: HashMap<(String, u64), serde_json::Value> = HashMap::new();
@@ -192,7 +193,10 @@ async fn a_client_that_stops_reading_still_gets_every_closed_bar() {
                 b.as_object_mut().unwrap().remove("symbol");
                 b.as_object_mut().unwrap().remove("interval");
                 let key = (symbol.clone(), b["start"].as_u64().unwrap());
-                if held.get(&key).is_none_or(|h| h["seq"].as_u64() < b["seq"].as_u64()) {
+                if held
+                    .get(&key)
+                    .is_none_or(|h| h["seq"].as_u64() < b["seq"].as_u64())
+                {
                     held.insert(key, b);
                 }
             }
@@ -202,7 +206,12 @@ async fn a_client_that_stops_reading_still_gets_every_closed_bar() {
                 .get(&format!("/candles?symbol={name}&interval=1s&limit=1000"))
                 .await;
             let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-            for bar in v["bars"].as_array().unwrap().iter().filter(|b| b["closed"] == true) {
+            for bar in v["bars"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|b| b["closed"] == true)
+            {
                 let key = (name.clone(), bar["start"].as_u64().unwrap());
                 if held.get(&key) != Some(bar) {
                     continue 'outer;

@@ -4,6 +4,7 @@
 
 use super::{authenticate, origin, query_param, reply, text, AppState, Reply};
 use crate::candle::bar::Bar;
+use crate::metrics::{Refusal, METRICS};
 use crate::session::DEFAULT_CANDLE_LIMIT;
 use crate::symbol;
 use hyper::body::Incoming;
@@ -97,10 +98,17 @@ async fn body(req: &Request<Incoming>, state: &AppState) -> Reply {
         // A cluster edge: the bus's copy (it holds only what its clients
         // follow, and a series nobody follows any more is not kept current).
         Some(cell) => match cell.get() {
-            Some(store) => match store.history(&a.symbol, &a.interval, a.limit, a.end).await {
-                Ok(bars) => bars,
-                Err(e) => return super::unavailable(format!("candles from the bus: {e}")),
-            },
+            Some(store) => {
+                // Each read is a JetStream consumer: as many at once as snapshots.
+                let Some(_permit) = super::snapshot::InFlight::take(&state.snapshots) else {
+                    METRICS.refused(Refusal::Snapshots);
+                    return super::unavailable("busy: too many bus reads at once");
+                };
+                match store.history(&a.symbol, &a.interval, a.limit, a.end).await {
+                    Ok(bars) => bars,
+                    Err(e) => return super::unavailable(format!("candles from the bus: {e}")),
+                }
+            }
             None => return super::unavailable("joining the bus (NATS): no candles yet"),
         },
         None => state

@@ -178,8 +178,17 @@ async fn from_bucket(
     r
 }
 
-/// A place among the edge's snapshots being answered; given back on drop.
-struct InFlight(Arc<AtomicUsize>);
+/// A place among the edge's snapshots (and `/candles` read from the bus)
+/// being answered; given back on drop.
+pub(super) struct InFlight(Arc<AtomicUsize>);
+
+impl InFlight {
+    /// A place, or `None` when [`MAX_EDGE_SNAPSHOTS`] are taken.
+    pub(super) fn take(in_flight: &Arc<AtomicUsize>) -> Option<InFlight> {
+        let permit = InFlight(in_flight.clone());
+        (in_flight.fetch_add(1, Ordering::AcqRel) < MAX_EDGE_SNAPSHOTS).then_some(permit)
+    }
+}
 
 impl Drop for InFlight {
     fn drop(&mut self) {

@@ -46,7 +46,24 @@ struct Sub {
     last_seq: u64,
     /// A subscription with `interval_ms`: conflated on the way out.
     pace: Option<Box<Pace>>,
+    /// A candle series whose history waits for its turn (see
+    /// [`HISTORY_BUDGET`]); its live bars wait with it.
+    history: Option<HistoryAsk>,
 }
+
+/// What a candle series' history is to hold.
+#[derive(Clone, Copy)]
+struct HistoryAsk {
+    since: Option<u64>,
+    after: Option<u64>,
+    limit: usize,
+}
+
+/// Histories are made only while less than this is waiting for the link:
+/// the rest wait (as values, not bytes) until the client has read, so a
+/// client that asks for many long histories and reads nothing holds at
+/// most about this much, not megabytes per request.
+pub const HISTORY_BUDGET: usize = 256 << 10;
 
 /// At most one update of a symbol per `every` for this client: an update
 /// that comes sooner waits (replacing any that waited before it), and the
@@ -73,6 +90,11 @@ impl Pending {
 
     fn is_empty(&self) -> bool {
         self.frames.is_empty()
+    }
+
+    /// Bytes waiting for the link.
+    fn bytes(&self) -> usize {
+        self.frames.iter().map(Bytes::len).sum()
     }
 
     /// Drops the first `n` bytes written; returns how many frames they finished.
@@ -122,6 +144,8 @@ struct Writer {
     /// Paced updates waiting for their turn, and the soonest turn.
     paced_waiting: usize,
     next_turn: Option<Instant>,
+    /// Candle series whose history waits for its turn, in the order asked.
+    histories: VecDeque<u32>,
 }
 
 /// Ends the connection when the writer ends, however it ends (a panic
@@ -163,6 +187,7 @@ pub async fn run(
         watermark: 0,
         paced_waiting: 0,
         next_turn: None,
+        histories: VecDeque::new(),
     };
     serve(w, guard.link, grace).await;
     guard.done = true;
@@ -183,6 +208,7 @@ async fn serve(mut w: Writer, link: &mut dyn Link, grace: Duration) {
         if let Some((code, reason)) = close {
             return w.close(link, code, reason, grace).await;
         }
+        w.send_histories();
         w.take_ticks();
         w.mark();
         let mut woken = false;
@@ -206,7 +232,7 @@ async fn serve(mut w: Writer, link: &mut dyn Link, grace: Duration) {
             // Keep an idle connection small.
             w.pending.frames = VecDeque::new();
         }
-        if !woken {
+        if !woken && w.histories.is_empty() {
             match w.next_turn {
                 None => w.outbox.signal.wait().await,
                 Some(at) => {
@@ -273,25 +299,18 @@ impl Writer {
                             slot: s.slot.clone(),
                             last_seq: 0,
                             pace: None,
+                            history: None,
                         });
-                        if let Some(series) = &s.slot.series {
-                            let read = match (s.since, after) {
-                                (Some(seq), _) => series.since(seq),
-                                (None, Some(gseq)) => series.after_gseq(gseq),
-                                (None, None) => series.history(s.limit, None),
+                        if s.slot.series.is_some() {
+                            // Made by `send_histories`, after this batch of replies.
+                            let ask = HistoryAsk {
+                                since: s.since,
+                                after,
+                                limit: s.limit,
                             };
-                            // A resume that missed nothing gets nothing.
-                            if !read.bars.is_empty() || (s.since.is_none() && after.is_none()) {
-                                let m = Message::Candles {
-                                    symbol: series.symbol.to_string(),
-                                    interval: series.interval.to_string(),
-                                    bars: read.bars,
-                                    snapshot: true,
-                                };
-                                self.pending.push(self.framing.message(&m));
-                                METRICS.messages_sent.inc();
+                            if sub.history.replace(ask).is_none() {
+                                self.histories.push_back(s.slot.id);
                             }
-                            sub.last_seq = sub.last_seq.max(read.seq);
                             continue;
                         }
                         // The request's interval from now on (none: every update).
@@ -346,6 +365,43 @@ impl Writer {
         None
     }
 
+    /// Sends the histories of candle series that wait for one, while less
+    /// than [`HISTORY_BUDGET`] waits for the link; the others wait for the
+    /// next pass (the writer comes back once what is pending is written).
+    fn send_histories(&mut self) {
+        let mut budget = HISTORY_BUDGET.saturating_sub(self.pending.bytes());
+        while budget > 0 {
+            let Some(id) = self.histories.pop_front() else {
+                return;
+            };
+            let Some(sub) = self.subs.get_mut(&id) else {
+                continue;
+            };
+            let (Some(ask), Some(series)) = (sub.history.take(), sub.slot.series.as_ref()) else {
+                continue;
+            };
+            let read = match (ask.since, ask.after) {
+                (Some(seq), _) => series.since(seq),
+                (None, Some(gseq)) => series.after_gseq(gseq),
+                (None, None) => series.history(ask.limit, None),
+            };
+            // A resume that missed nothing gets nothing.
+            if !read.bars.is_empty() || (ask.since.is_none() && ask.after.is_none()) {
+                let m = Message::Candles {
+                    symbol: series.symbol.to_string(),
+                    interval: series.interval.to_string(),
+                    bars: read.bars,
+                    snapshot: true,
+                };
+                let frame = self.framing.message(&m);
+                budget = budget.saturating_sub(frame.len());
+                self.pending.push(frame);
+                METRICS.messages_sent.inc();
+            }
+            sub.last_seq = sub.last_seq.max(read.seq);
+        }
+    }
+
     /// Moves queued updates into `pending`, newest-only per symbol, then
     /// re-sends the current state of symbols whose updates were dropped.
     fn take_ticks(&mut self) {
@@ -367,6 +423,10 @@ impl Writer {
             let Some(sub) = self.subs.get_mut(&tick.id) else {
                 continue;
             };
+            if sub.history.is_some() {
+                // Its history, when it goes, holds this.
+                continue;
+            }
             if tick.seq() > sub.last_seq {
                 if sub.slot.series.is_some() && tick.seq() > sub.last_seq + 1 {
                     // A candle missed (dropped): every bar changed since.
@@ -393,7 +453,7 @@ impl Writer {
                 let Some(current) = sub.slot.latest.load_full() else {
                     continue;
                 };
-                if current.seq() > sub.last_seq {
+                if current.seq() > sub.last_seq && sub.history.is_none() {
                     if sub.slot.series.is_some() {
                         sent += fill_gap(sub, &*self.framing, &mut self.pending);
                         continue;
@@ -448,6 +508,10 @@ impl Writer {
     /// Lets the transport note the watermark after this batch: never past
     /// an update still waiting for its turn (the client does not have it).
     fn mark(&mut self) {
+        if !self.histories.is_empty() {
+            // A history still to send: the client does not hold it yet.
+            return;
+        }
         let mut watermark = self.watermark;
         if self.paced_waiting > 0 {
             for sub in self.subs.values() {
