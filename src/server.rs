@@ -329,6 +329,11 @@ pub async fn serve(args: ServeArgs) -> Result<(), StartError> {
     while METRICS.connections.get() > 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    if let Some(b) = &bus {
+        // What the ingest published last (bars that just closed) reaches
+        // NATS before the process goes, when NATS is there to take it.
+        let _ = tokio::time::timeout(Duration::from_secs(2), b.client.flush()).await;
+    }
     info!("stopped ({} connections left)", METRICS.connections.get());
     Ok(())
 }

@@ -430,7 +430,7 @@ impl Writer {
             if tick.seq() > sub.last_seq {
                 if sub.slot.series.is_some() && tick.seq() > sub.last_seq + 1 {
                     // A candle missed (dropped): every bar changed since.
-                    sent += fill_gap(sub, &*self.framing, &mut self.pending);
+                    fill_gap(sub, &mut self.histories);
                     continue;
                 }
                 sub.last_seq = tick.seq();
@@ -455,7 +455,7 @@ impl Writer {
                 };
                 if current.seq() > sub.last_seq && sub.history.is_none() {
                     if sub.slot.series.is_some() {
-                        sent += fill_gap(sub, &*self.framing, &mut self.pending);
+                        fill_gap(sub, &mut self.histories);
                         continue;
                     }
                     sub.last_seq = current.seq();
@@ -554,19 +554,19 @@ impl Writer {
     }
 }
 
-/// Sends every bar of a candle series that changed after the last `seq`
-/// sent, as `candle` messages (a client that missed some is whole again);
-/// returns how many.
-fn fill_gap(sub: &mut Sub, framing: &dyn Framing, pending: &mut Pending) -> u64 {
-    let Some(series) = &sub.slot.series else {
-        return 0;
+/// A candle series that missed some of its messages gets every bar changed
+/// after the last `seq` sent, as a history (`candles`): queued like one, so
+/// a client that fell far behind on many series costs the budget, not a
+/// burst of all of them at once.
+fn fill_gap(sub: &mut Sub, histories: &mut VecDeque<u32>) {
+    let ask = HistoryAsk {
+        since: Some(sub.last_seq),
+        after: None,
+        limit: usize::MAX,
     };
-    let read = series.since(sub.last_seq);
-    for bar in &read.bars {
-        pending.push(framing.message(&Message::candle(&sub.slot.name, bar)));
+    if sub.history.replace(ask).is_none() {
+        histories.push_back(sub.slot.id);
     }
-    sub.last_seq = sub.last_seq.max(read.seq);
-    read.bars.len() as u64
 }
 
 /// A newer update of `sub`: back to go out now, or (paced) kept to wait for
