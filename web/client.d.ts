@@ -117,7 +117,7 @@ export interface CandlesPayload {
   snapshot?: true;
 }
 
-/** GET /candles's answer. */
+/** GET /candles's answer: the last `limit` closed bars, oldest first, then the forming one. */
 export interface CandlesResponse {
   symbol: string;
   interval: string;
@@ -433,7 +433,7 @@ export interface SubscribeCandlesOptions {
 }
 
 export interface FetchCandlesOptions {
-  /** How many bars (default: the server's 300; at most --candle-keep). */
+  /** How many closed bars, the forming one coming on top (default: the server's 300; at most --candle-keep). */
   limit?: number | null;
   /** Only bars starting before this (µs since the epoch): to page back. */
   end?: Micros | null;

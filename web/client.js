@@ -3,7 +3,7 @@
 // <script> tag (no type=module) use window.Tickcast after loading
 // /client.js as a module elsewhere, or import it:
 //
-//   import { TickcastClient } from "/client.js";
+//   import { TickcastClient } from "/client.js";          // or, from npm pack: "tickcast-client"
 //   const client = new TickcastClient({ url: "ws://host/ws", symbols: ["AAPL"],
 //                                       getToken: async () => fetchTokenFromYourBackend() });
 //   client.addEventListener("tick", (e) => render(e.detail));
@@ -17,8 +17,19 @@
 //                 itself resumes an SSE stream, on its own schedule)
 //   error         {code, message, symbol?, symbols?} from the server; {code: "refused", status, message}
 //                 when the server refuses our tokens at the upgrade; {code: "client", message}
-//   unsubscribed  {symbols, reason}: the server ended these subscriptions itself (e.g. a refreshed
-//                 token no longer entitles them); the client has forgotten them
+//   unsubscribed  {symbols, candles, reason}: the server ended these subscriptions itself (e.g. a
+//                 refreshed token no longer entitles them); the client has forgotten them
+//
+// Candles (protocol §4c): client.subscribeCandles(symbol, interval, {limit}) returns a
+// CandleSeries: the history (`limit` closed bars, oldest first, and the forming one) and every
+// live `candle` merged into one ordered list of bars (`series.bars`; a bar with the same `start`
+// is replaced, a new one appended, the oldest dropped past the limit), with events `reset`
+// {bars, reason} and `bar` {bar, index, appended}. After a reconnect it resubscribes with `since`
+// = the last seq it holds and merges what changed; a new epoch (a restarted server) starts it
+// over (`reset` with reason "epoch"). Under SSE the series go into the stream's URL
+// (`?candles=AAPL@1m&limit=300`). fetchCandles(symbol, interval, {limit, end}) asks GET /candles
+// (authenticated as the refusal probe is); TickcastDatafeed adapts both to TradingView's Charting
+// Library datafeed. Types of everything: client.d.ts beside this file (GET /client.d.ts).
 //
 // Staying within the server's limits: subscribes (and the resubscribe after a
 // reconnect) are split into messages of at most the `max_message` bytes the
@@ -126,7 +137,7 @@ export const SSE_REOPEN_DELAY_MS = 100;
 /** The longest /sse URL the client makes: proxies commonly refuse request lines over 8 KiB. */
 export const MAX_SSE_URL = 8000;
 /** Events of an SSE stream besides `error` (which EventSource also fires for a lost connection). */
-export const SSE_EVENTS = ["welcome", "subscribed", "unsubscribed", "tick", "pong", "close", "mark", "reconnect"];
+export const SSE_EVENTS = ["welcome", "subscribed", "unsubscribed", "tick", "candles", "candle", "pong", "close", "mark", "reconnect"];
 /** The longest wait the client takes from the server (`reconnect`'s after_ms, `Retry-After`). */
 export const MAX_SERVER_WAIT_MS = 600000;
 
@@ -206,17 +217,17 @@ export function chunkUnsubscribe(symbols, maxBytes, nextId) {
   return chunkSymbols("unsubscribe", symbols, null, maxBytes, nextId);
 }
 
-function chunkSymbols(type, symbols, since, maxBytes, nextId, intervalMs = null) {
+function chunkSymbols(type, symbols, since, maxBytes, nextId, intervalMs = null, key = "symbols", extra = null) {
   const chunks = [];
   let chunk = null;
   for (const symbol of symbols) {
     const seq = since && Object.hasOwn(since, symbol) ? since[symbol] : undefined;
     if (chunk === null || chunk.bytes + entryBytes(chunk, symbol, seq) > maxBytes) {
-      chunk = emptyChunk(type, nextId(), since !== null && since !== undefined, intervalMs);
+      chunk = emptyChunk(type, nextId(), since !== null && since !== undefined, intervalMs, key, extra);
       chunks.push(chunk);
     }
     chunk.bytes += entryBytes(chunk, symbol, seq);
-    chunk.msg.payload.symbols.push(symbol);
+    chunk.msg.payload[key].push(symbol);
     if (seq !== undefined) {
       chunk.msg.payload.since[symbol] = seq;
       chunk.sinceCount++;
@@ -225,17 +236,20 @@ function chunkSymbols(type, symbols, since, maxBytes, nextId, intervalMs = null)
   return chunks.map((c) => c.msg);
 }
 
-function emptyChunk(type, id, withSince, intervalMs) {
-  const msg = { type, id, payload: withSince ? { symbols: [], since: {} } : { symbols: [] } };
-  if (intervalMs !== null && intervalMs !== undefined) msg.payload.interval_ms = intervalMs;
-  return { msg, bytes: byteLength(JSON.stringify(msg)), sinceCount: 0 };
+function emptyChunk(type, id, withSince, intervalMs, key, extra) {
+  const payload = { [key]: [] };
+  if (withSince) payload.since = {};
+  if (intervalMs !== null && intervalMs !== undefined) payload.interval_ms = intervalMs;
+  if (extra) Object.assign(payload, extra);
+  const msg = { type, id, payload };
+  return { msg, key, bytes: byteLength(JSON.stringify(msg)), sinceCount: 0 };
 }
 
 /** What one more symbol adds to a chunk's serialized size: its quoted name in
  *  `symbols` and, with a seq, `"name":seq` in `since`, each with a comma unless first. */
 function entryBytes(chunk, symbol, seq) {
   const name = byteLength(JSON.stringify(symbol));
-  let bytes = name + (chunk.msg.payload.symbols.length > 0 ? 1 : 0);
+  let bytes = name + (chunk.msg.payload[chunk.key].length > 0 ? 1 : 0);
   if (seq !== undefined) bytes += name + 1 + byteLength(JSON.stringify(seq)) + (chunk.sinceCount > 0 ? 1 : 0);
   return bytes;
 }
@@ -311,9 +325,16 @@ export function snapshotUrl(wsUrl, symbols = []) {
 /**
  * The /sse URL next to a /ws URL for `symbols`, with `token` as `?token=` when given, and
  * `lastEventId` (a mark the stream sent) to resume from: only what changed since comes again.
+ * `candles`: candle series (`SYMBOL@INTERVAL`) streamed too, their history `limit` bars long
+ * (`symbols` is left out when empty and there are series).
  */
-export function sseUrl(wsUrl, symbols, token = null, lastEventId = null, intervalMs = null) {
-  let url = httpUrlNextTo(wsUrl, "sse") + symbolsQuery(symbols);
+export function sseUrl(wsUrl, symbols, token = null, lastEventId = null, intervalMs = null, candles = [], limit = null) {
+  let url = httpUrlNextTo(wsUrl, "sse");
+  if (symbols.length > 0 || candles.length === 0) url += symbolsQuery(symbols);
+  if (candles.length > 0) {
+    url += (symbols.length > 0 ? "&" : "?") + "candles=" + candles.map(encodeURIComponent).join(",");
+    if (limit !== null && limit !== undefined) url += "&limit=" + limit;
+  }
   if (token) url += "&token=" + encodeURIComponent(token);
   if (intervalMs !== null && intervalMs !== undefined) url += "&interval_ms=" + intervalMs;
   if (lastEventId) url += "&lastEventId=" + encodeURIComponent(lastEventId);
@@ -334,6 +355,22 @@ export function fitSseSymbols(wsUrl, symbols, token = null, maxLength = MAX_SSE_
   return { kept: symbols.slice(0, n), dropped: symbols.slice(n) };
 }
 
+/**
+ * The leading candle series `candles` (`SYMBOL@INTERVAL`) that still fit in an /sse URL
+ * (within `maxLength` characters) beside `symbols` (those fitSseSymbols kept), with their
+ * `limit`, and the rest: {kept, dropped}.
+ */
+export function fitSseCandles(wsUrl, symbols, candles, token = null, maxLength = MAX_SSE_URL, intervalMs = null, limit = null) {
+  if (candles.length === 0) return { kept: [], dropped: [] };
+  let length = sseUrl(wsUrl, symbols, token, null, intervalMs, [candles[0]], limit).length - encodeURIComponent(candles[0]).length;
+  let n = 0;
+  for (; n < candles.length; n++) {
+    length += encodeURIComponent(candles[n]).length + (n > 0 ? 1 : 0);
+    if (length > maxLength) break;
+  }
+  return { kept: candles.slice(0, n), dropped: candles.slice(n) };
+}
+
 /** Arguments of `new WebSocket(url, …)` beyond the URL for an encoding: JSON asks for nothing
  *  (servers before v1.1 refuse a subprotocol they do not know). */
 export function wsProtocols(encoding) {
@@ -352,6 +389,20 @@ export function refusedSymbols(payload) {
   return typeof payload.symbol === "string" ? [payload.symbol] : [];
 }
 
+/** Error codes whose candle series the server did not subscribe. */
+export const REFUSED_SERIES_CODES = new Set([...REFUSED_SYMBOL_CODES, "bad_request"]);
+
+/** Candle series (`SYMBOL@INTERVAL`) an `error` payload says were not subscribed, or []. */
+export function refusedSeries(payload) {
+  if (!payload || !REFUSED_SERIES_CODES.has(payload.code)) return [];
+  const named = [
+    ...(Array.isArray(payload.candles) ? payload.candles : []),
+    ...(Array.isArray(payload.symbols) ? payload.symbols : []),
+    ...(typeof payload.symbol === "string" ? [payload.symbol] : []),
+  ];
+  return [...new Set(named.filter((n) => typeof n === "string" && n.includes("@")))];
+}
+
 // ---------------------------------------------------------------- MessagePack
 
 /** Thrown for bytes decodeMsgpack() does not take: cut off, trailing, invalid, or of a type it does not read. */
@@ -360,6 +411,15 @@ export class MsgpackError extends Error {
     super(`msgpack: ${what} at byte ${at}`);
     this.name = "MsgpackError";
     this.at = at;
+  }
+}
+
+/** A GET /candles the server did not answer with 200: its `status` and its message (0: no token to ask with). */
+export class CandlesError extends Error {
+  constructor(status, message) {
+    super(status ? `GET /candles: ${status} ${message}` : `GET /candles: ${message}`);
+    this.name = "CandlesError";
+    this.status = status;
   }
 }
 
@@ -518,6 +578,393 @@ export class Book {
   }
 }
 
+// ---------------------------------------------------------------- candles
+
+/** Bars of history a candle subscription asks for when not told (the server's default too). */
+export const CANDLE_LIMIT = 300;
+/** The intervals a server serves by default (`--candle-intervals`). */
+export const CANDLE_INTERVALS = ["1s", "1m", "5m", "1h"];
+const INTERVAL = /^([1-9][0-9]{0,5})(s|m|h|d)$/;
+const INTERVAL_UNIT_MS = { s: 1000, m: 60000, h: 3600000, d: 86400000 };
+
+/** Whether `s` is written as an interval is (`1s`, `1m`, `5m`, `1h`, `1d` …); the server says which it serves. */
+export function isInterval(s) {
+  return typeof s === "string" && INTERVAL.test(s);
+}
+
+/** An interval's length in ms (`"5m"` → 300000), or null for what is not an interval. */
+export function intervalMs(interval) {
+  const m = typeof interval === "string" ? INTERVAL.exec(interval) : null;
+  return m ? Number(m[1]) * INTERVAL_UNIT_MS[m[2]] : null;
+}
+
+/** The protocol's name of a candle series: `SYMBOL@INTERVAL` (`@` is not a symbol character). */
+export function seriesName(symbol, interval) {
+  return `${symbol}@${interval}`;
+}
+
+/** `{symbol, interval}` of a series name, or null when it is not `SYMBOL@INTERVAL`. */
+export function parseSeriesName(name) {
+  if (typeof name !== "string") return null;
+  const at = name.lastIndexOf("@");
+  if (at < 0) return null;
+  const symbol = name.slice(0, at), interval = name.slice(at + 1);
+  return isSymbol(symbol) && isInterval(interval) ? { symbol, interval } : null;
+}
+
+/**
+ * `subscribe` messages for candle series (`SYMBOL@INTERVAL`), each at most `maxBytes` bytes,
+ * each asking for `limit` bars of history; `since` ({name: seq}, or null) goes into the
+ * message carrying the series, as for symbols.
+ */
+export function chunkCandleSubscribe(names, since, limit, maxBytes, nextId) {
+  return chunkSymbols("subscribe", names, since, maxBytes, nextId, null, "candles", limit === null || limit === undefined ? null : { limit });
+}
+
+/** `unsubscribe` messages for candle series, each at most `maxBytes` bytes. */
+export function chunkCandleUnsubscribe(names, maxBytes, nextId) {
+  return chunkSymbols("unsubscribe", names, null, maxBytes, nextId, null, "candles");
+}
+
+/** The /candles URL next to a /ws URL: the last `limit` closed bars of `symbol` at `interval` (and the forming one),
+ *  those starting before `end` (µs) when given. */
+export function candlesUrl(wsUrl, symbol, interval, { limit = null, end = null } = {}) {
+  let url = httpUrlNextTo(wsUrl, "candles") + "?symbol=" + encodeURIComponent(symbol) + "&interval=" + encodeURIComponent(interval);
+  if (limit !== null && limit !== undefined) url += "&limit=" + limit;
+  if (end !== null && end !== undefined) url += "&end=" + end;
+  return url;
+}
+
+/** The index of the first bar in `bars` (by `start`, ascending) whose start is at least `start`. */
+function barIndex(bars, start) {
+  let lo = 0, hi = bars.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (bars[mid].start < start) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
+/**
+ * Merges one bar into `bars` (ordered by `start`, oldest first) in place: replaces the bar
+ * with the same `start` unless the one held is as new or newer by `seq`, else inserts it in
+ * order. Returns {index, appended} when it changed `bars`, else null.
+ */
+export function mergeBar(bars, bar) {
+  const i = barIndex(bars, bar.start);
+  if (i < bars.length && bars[i].start === bar.start) {
+    if (bars[i].seq >= bar.seq) return null;
+    bars[i] = bar;
+    return { index: i, appended: false };
+  }
+  bars.splice(i, 0, bar);
+  return { index: i, appended: i === bars.length - 1 };
+}
+
+/** The last `limit` closed bars of a history and its forming bar (`closed: false`), if any. */
+export function trimHistory(bars, limit) {
+  const sorted = [...bars].sort((a, b) => a.start - b.start);
+  const forming = sorted.length && !sorted.at(-1).closed ? sorted.pop() : null;
+  const closed = sorted.slice(Math.max(0, sorted.length - limit));
+  return forming ? [...closed, forming] : closed;
+}
+
+/** A bar as a charting library takes it: `time` in ms since the epoch (the bar's start). */
+export function toChartBar(bar) {
+  return { time: Math.floor(bar.start / 1000), open: bar.open, high: bar.high, low: bar.low, close: bar.close, volume: bar.volume };
+}
+
+/**
+ * One candle series (symbol and interval) kept by a TickcastClient: its history and the
+ * live changes merged into one list of bars, oldest first (`bars`), holding the last `limit`
+ * closed bars and the forming one (with `maxBars`: maxBars − 1 closed bars and the forming
+ * one). Made by client.subscribeCandles().
+ *
+ * Events (CustomEvent, data in `detail`):
+ *   reset         {bars, reason}: the whole list replaced: the history arrived ("history"), the
+ *                 server restarted with a new epoch and the history is another ("epoch"), or a
+ *                 larger `limit` was asked for ("limit")
+ *   bar           {bar, index, appended}: one bar changed (replaced at `index`) or was added
+ *                 (`appended`: at the end, a new newest bar); after a reconnect, every bar that
+ *                 changed meanwhile, in order
+ *   error         {code, message, ...}: the server refused the series (it is no longer subscribed)
+ *   unsubscribed  {reason}: the series ended (the server's reason, e.g. "forbidden", or "client")
+ */
+export class CandleSeries extends EventTarget {
+  constructor(client, symbol, interval, limit, maxBars) {
+    super();
+    this.client = client;
+    this.symbol = symbol;
+    this.interval = interval;
+    this.name = seriesName(symbol, interval);
+    this.limit = limit;
+    this.maxBars = maxBars;
+    /** @type {object[]} the bars, oldest first; the last one may be forming (`closed: false`) */
+    this.bars = [];
+    /** The highest `seq` merged: where a resubscribe resumes (`since`); 0 for none. */
+    this.lastSeq = 0;
+    /** Whether the history has arrived. */
+    this.ready = false;
+    /** Whether the series is subscribed (false after unsubscribe, or once the server ended it). */
+    this.active = true;
+    this.holds = 1;
+    this.needsReset = "history"; // why the next history replaces the bars instead of merging into them, or null
+    this.epochStale = false;  // the bars are of another epoch: live bars wait for the new history
+  }
+
+  /** The newest bar (the forming one while there is one), or undefined. */
+  latest() {
+    return this.bars.at(-1);
+  }
+
+  /** The closed bars (all but a forming last one). */
+  closedBars() {
+    return this.bars.length && !this.bars.at(-1).closed ? this.bars.slice(0, -1) : this.bars.slice();
+  }
+
+  /** Lets go of this series (as client.unsubscribeCandles(symbol, interval)). */
+  unsubscribe() {
+    this.client.unsubscribeCandles(this.symbol, this.interval);
+  }
+
+  _emit(type, detail) {
+    this.dispatchEvent(new CustomEvent(type, { detail }));
+  }
+
+  /** A history (`candles`): replaces the bars when a reset is due, else merges them in. */
+  _history(bars) {
+    if (this.needsReset) {
+      this.bars = trimHistory(bars, this.limit);
+      this._bound();
+      this.lastSeq = this.bars.reduce((m, b) => Math.max(m, b.seq), 0);
+      this.epochStale = false;
+      this.ready = true;
+      const reason = this.needsReset;
+      this.needsReset = null;
+      return this._emit("reset", { bars: this.bars, reason });
+    }
+    this.ready = true;
+    for (const bar of [...bars].sort((a, b) => a.start - b.start)) this._live(bar, true);
+  }
+
+  /** A live bar (`candle`), or one of a history merged in (`merging`: by each bar's seq alone). */
+  _live(bar, merging = false) {
+    if (this.epochStale) return;
+    // Live bars come in seq order: one not above the last is a repeat.
+    if (!merging && bar.seq <= this.lastSeq) return;
+    this.lastSeq = Math.max(this.lastSeq, bar.seq);
+    const merged = mergeBar(this.bars, bar);
+    if (!merged) return;
+    const dropped = this._bound();
+    // Older than anything held while the list is full: trimmed away at once, no news.
+    if (merged.index < dropped) return;
+    this._emit("bar", { bar, index: merged.index - dropped, appended: merged.appended });
+  }
+
+  /** Drops the oldest bars beyond maxBars (closed ones beyond maxBars − 1: room for the forming
+   *  one, so by default the last `limit` closed bars stay); returns how many. */
+  _bound() {
+    const forming = this.bars.length > 0 && !this.bars.at(-1).closed ? 1 : 0;
+    const over = this.bars.length - forming - Math.max(1, this.maxBars - 1);
+    if (over > 0) this.bars.splice(0, over);
+    return Math.max(0, over);
+  }
+
+  /** A new epoch: seqs start over; the bars stay shown until the new history replaces them. */
+  _newEpoch() {
+    this.lastSeq = 0;
+    this.needsReset = "epoch";
+    this.epochStale = true;
+  }
+
+  _end(reason) {
+    this.active = false;
+    this._emit("unsubscribed", { reason });
+  }
+}
+
+// ---------------------------------------------------------------- a charting library's datafeed
+
+/** The resolutions TickcastDatafeed offers by default: 1s, 1m, 5m and 1h bars (CANDLE_INTERVALS). */
+export const RESOLUTIONS = ["1S", "1", "5", "60"];
+
+/**
+ * A charting library's resolution ("1S", "15S", "1", "5", "60", "240", "1D") as a tickcast
+ * interval ("1s", "15s", "1m", "5m", "1h", "4h", "1d"); null for one it has no name for.
+ */
+export function resolutionToInterval(resolution) {
+  const r = String(resolution);
+  let m;
+  if ((m = /^([1-9][0-9]*)S$/.exec(r))) return `${m[1]}s`;
+  if ((m = /^([1-9][0-9]*)$/.exec(r))) {
+    const minutes = Number(m[1]);
+    return minutes % 60 === 0 ? `${minutes / 60}h` : `${minutes}m`;
+  }
+  if ((m = /^([1-9][0-9]*)?D$/.exec(r))) return `${m[1] ?? 1}d`;
+  return null;
+}
+
+/** The charting library's resolution for a tickcast interval ("1m" → "1", "1h" → "60", "1s" → "1S"). */
+export function intervalToResolution(interval) {
+  const m = typeof interval === "string" ? INTERVAL.exec(interval) : null;
+  if (!m) return null;
+  const n = Number(m[1]);
+  return { s: `${n}S`, m: `${n}`, h: `${n * 60}`, d: `${n}D` }[m[2]];
+}
+
+/**
+ * A datafeed in the shape of TradingView's Charting Library (IBasicDataFeed) over a
+ * TickcastClient: history from GET /candles (getBars), live bars from a candle
+ * subscription (subscribeBars). Bars are {time (ms), open, high, low, close, volume}.
+ *
+ *   const datafeed = new TickcastDatafeed(client);
+ *   new TradingView.widget({ datafeed, symbol: "AAPL", interval: "1", ... });
+ */
+export class TickcastDatafeed {
+  /**
+   * @param {TickcastClient} client
+   * @param {object} [o]
+   * @param {string[]} [o.resolutions]  offered resolutions (default: those of RESOLUTIONS)
+   * @param {number} [o.maxLimit]       bars one getBars asks for at most (the server's --candle-keep, 1000)
+   * @param {number} [o.pricescale]     symbol info: 10^decimals of prices (100)
+   * @param {(setTimeout: (f: () => void) => void)} [o.defer]  how callbacks are deferred (the library wants them async)
+   */
+  constructor(client, { resolutions = RESOLUTIONS, maxLimit = 1000, pricescale = 100, exchange = "tickcast",
+                        defer = (f) => setTimeout(f, 0) } = {}) {
+    this.client = client;
+    this.resolutions = resolutions;
+    this.maxLimit = maxLimit;
+    this.pricescale = pricescale;
+    this.exchange = exchange;
+    this.defer = defer;
+    this.listeners = new Map();   // listenerGuid → {series, onBar, onReset}
+  }
+
+  onReady(callback) {
+    this.defer(() => callback({
+      supported_resolutions: this.resolutions,
+      supports_time: false,
+      supports_marks: false,
+      supports_timescale_marks: false,
+      exchanges: [],
+      symbols_types: [],
+    }));
+  }
+
+  searchSymbols(_userInput, _exchange, _symbolType, onResult) {
+    this.defer(() => onResult([]));
+  }
+
+  resolveSymbol(symbolName, onResolve, onError) {
+    const symbol = String(symbolName).replace(/^[^:]*::/, "");
+    if (!isSymbol(symbol)) return this.defer(() => onError(`not a symbol: ${symbolName}`));
+    const seconds = this.resolutions.filter((r) => /S$/.test(r)).map((r) => r.slice(0, -1));
+    const minutes = this.resolutions.filter((r) => /^[0-9]+$/.test(r));
+    this.defer(() => onResolve({
+      name: symbol,
+      ticker: symbol,
+      full_name: symbol,
+      description: symbol,
+      type: "stock",
+      session: "24x7",
+      timezone: "Etc/UTC",
+      exchange: this.exchange,
+      listed_exchange: this.exchange,
+      format: "price",
+      minmov: 1,
+      pricescale: this.pricescale,
+      has_intraday: true,
+      has_seconds: seconds.length > 0,
+      seconds_multipliers: seconds,
+      intraday_multipliers: minutes,
+      has_daily: this.resolutions.some((r) => /D$/.test(r)),
+      supported_resolutions: this.resolutions,
+      volume_precision: 0,
+      data_status: "streaming",
+    }));
+  }
+
+  /** The tickcast symbol and interval of a symbol info and resolution, or an error message. */
+  _series(symbolInfo, resolution) {
+    const symbol = symbolInfo?.ticker || symbolInfo?.name;
+    const interval = resolutionToInterval(resolution);
+    if (!isSymbol(symbol)) return { error: `not a symbol: ${symbol}` };
+    if (interval === null || !this.resolutions.includes(String(resolution))) return { error: `resolution not supported: ${resolution}` };
+    return { symbol, interval };
+  }
+
+  /**
+   * History for the chart: `countBack` bars (at least one, at most `maxLimit`) before `to`
+   * (seconds; the first request: up to now, the forming bar included), oldest first;
+   * `{noData: true}` when there are none (no more history).
+   */
+  getBars(symbolInfo, resolution, periodParams, onResult, onError) {
+    const s = this._series(symbolInfo, resolution);
+    if (s.error) return this.defer(() => onError(s.error));
+    const { from, to, countBack, firstDataRequest } = periodParams;
+    const span = intervalMs(s.interval);
+    // Enough bars for both what `from`…`to` covers and countBack: the library takes the larger.
+    const wanted = Math.max(countBack || 0, Math.ceil(((to - from) * 1000) / span), 1);
+    const limit = Math.min(wanted, this.maxLimit);
+    const end = firstDataRequest ? null : Math.round(to * 1e6);
+    this.client.fetchCandles(s.symbol, s.interval, { limit, end }).then(
+      (r) => {
+        const bars = r.bars.map(toChartBar);
+        onResult(bars, { noData: bars.length === 0 });
+      },
+      (e) => onError(e.message || String(e)),
+    );
+  }
+
+  /**
+   * Live bars: the forming bar as it changes and each new one, through `onTick`, never one
+   * older than the last it gave; `onResetCacheNeeded` when the history changed under the
+   * chart (the server restarted with a new epoch, or an older bar changed).
+   */
+  subscribeBars(symbolInfo, resolution, onTick, listenerGuid, onResetCacheNeeded) {
+    const s = this._series(symbolInfo, resolution);
+    if (s.error) return;
+    this.unsubscribeBars(listenerGuid);
+    const series = this.client.subscribeCandles(s.symbol, s.interval, { limit: 2 });
+    let lastTime = -Infinity;
+    let seenHistory = series.ready;
+    const give = (bar) => {
+      const b = toChartBar(bar);
+      if (b.time < lastTime) {
+        if (onResetCacheNeeded) onResetCacheNeeded();
+        return;
+      }
+      lastTime = b.time;
+      onTick(b);
+    };
+    const onBar = (e) => give(e.detail.bar);
+    const onReset = (e) => {
+      // A longer history of the same bars changes nothing the chart holds; a new epoch may.
+      if (seenHistory && e.detail.reason === "epoch" && onResetCacheNeeded) {
+        lastTime = -Infinity;
+        onResetCacheNeeded();
+      }
+      seenHistory = true;
+      const last = e.detail.bars.at(-1);
+      if (last) give(last);
+    };
+    series.addEventListener("bar", onBar);
+    series.addEventListener("reset", onReset);
+    this.listeners.set(listenerGuid, { series, onBar, onReset });
+    if (series.ready && series.latest()) give(series.latest());
+  }
+
+  unsubscribeBars(listenerGuid) {
+    const l = this.listeners.get(listenerGuid);
+    if (!l) return;
+    this.listeners.delete(listenerGuid);
+    l.series.removeEventListener("bar", l.onBar);
+    l.series.removeEventListener("reset", l.onReset);
+    l.series.unsubscribe();
+  }
+}
+
 export class TickcastClient extends EventTarget {
   /**
    * @param {object} o
@@ -571,6 +1018,8 @@ export class TickcastClient extends EventTarget {
     this.conn = null;              // the WebSocket or EventSource of the current attempt
     this.opened = false;           // whether it opened (SSE: was welcomed)
     this.streamSymbols = [];       // the symbols in the current SSE stream's URL
+    this.streamCandles = [];       // the candle series in it
+    this.candles = new Map();      // series name (SYMBOL@INTERVAL) → CandleSeries
     this.noStream = false;         // under SSE with nothing to watch: no stream, until a subscribe()
     this.browserResumes = false;   // an SSE stream the browser is reconnecting by itself
     this.blocked = 0;              // WebSocket attempts in a row that failed while HTTP got through
@@ -667,8 +1116,17 @@ export class TickcastClient extends EventTarget {
                             message: `not streamed: ${dropped.length} symbols beyond what an SSE URL holds (${MAX_SSE_URL} bytes)` });
     }
     this.streamSymbols = kept;
-    // The server needs at least one symbol per stream: with none, hold no stream until a subscribe().
-    this.noStream = kept.length === 0;
+    const limit = this._streamLimit();
+    const fit = fitSseCandles(this.url, kept, [...this.candles.keys()], token, MAX_SSE_URL, this.intervalMs, limit);
+    for (const name of fit.dropped) {
+      const series = this.candles.get(name);
+      this.candles.delete(name);
+      series._emit("error", { code: "too_many_symbols", message: `not streamed: ${name} is beyond what an SSE URL holds (${MAX_SSE_URL} bytes)` });
+      series._end("too_many_symbols");
+    }
+    this.streamCandles = fit.kept;
+    // The server needs at least one symbol or series per stream: with none, hold no stream until a subscribe().
+    this.noStream = kept.length === 0 && fit.kept.length === 0;
     if (this.noStream) {
       if (this.conn) this.conn.close();
       this.conn = null;
@@ -676,8 +1134,10 @@ export class TickcastClient extends EventTarget {
     }
     // A mark says "everything of the marked stream's symbols up to here": it resumes a
     // stream of those symbols (or fewer), not one that adds any.
-    const resumable = this.mark && kept.every((sym) => this.mark.symbols.has(sym));
-    const es = new this.ES(sseUrl(this.url, kept, token, resumable ? this.mark.id : null, this.intervalMs));
+    // A series whose history must come whole (new, or a larger limit) cannot resume either.
+    const resumable = this.mark && kept.every((sym) => this.mark.symbols.has(sym)) &&
+      fit.kept.every((name) => this.mark.symbols.has(name) && !this.candles.get(name).needsReset);
+    const es = new this.ES(sseUrl(this.url, kept, token, resumable ? this.mark.id : null, this.intervalMs, fit.kept, limit));
     this._adopt(es);
     for (const type of SSE_EVENTS) es.addEventListener(type, (e) => this._onSseEvent(es, type, e.data));
     // A server `error` event has data; EventSource's own (the connection failed or was lost) has none.
@@ -742,6 +1202,86 @@ export class TickcastClient extends EventTarget {
   /** The latest tick held for `symbol`. */
   latest(symbol) {
     return this.book.get(symbol);
+  }
+
+  /**
+   * Follows the candles of `symbol` at `interval` ("1s", "1m", "5m", "1h": what the server
+   * serves): the history (`limit` closed bars, and the forming one), then every change, merged
+   * into one CandleSeries; resumed after a reconnect from the last `seq` held (a new epoch
+   * starts it over). Asking again for a series already followed returns the same object (and
+   * needs as many unsubscribes); a larger `limit` reloads its history.
+   * @param {string} symbol
+   * @param {string} interval
+   * @param {{limit?: number, maxBars?: number}} [o]  `maxBars`: the most bars kept, the forming one
+   *                                  included (default limit + 1)
+   * @returns {CandleSeries}
+   */
+  subscribeCandles(symbol, interval, { limit = CANDLE_LIMIT, maxBars = null } = {}) {
+    if (!isSymbol(symbol)) throw new TypeError(`not a symbol (1 to 32 characters from A-Z a-z 0-9 . _ : / -): ${symbol}`);
+    if (!isInterval(interval)) throw new TypeError(`not an interval (like 1s, 1m, 5m, 1h): ${interval}`);
+    if (!(Number.isInteger(limit) && limit >= 1)) throw new TypeError(`limit must be a positive integer, not ${limit}`);
+    if (maxBars !== null && !(Number.isInteger(maxBars) && maxBars >= 1)) throw new TypeError(`maxBars must be a positive integer, not ${maxBars}`);
+    const name = seriesName(symbol, interval);
+    let series = this.candles.get(name);
+    if (series) {
+      series.holds++;
+      if (maxBars !== null) series.maxBars = Math.max(series.maxBars, maxBars);
+      if (limit <= series.limit) return series;
+      series.limit = limit;
+      series.maxBars = Math.max(series.maxBars, limit + 1);
+      if (series.needsReset === null) series.needsReset = "limit";
+    } else {
+      series = new CandleSeries(this, symbol, interval, limit, Math.max(maxBars ?? 0, limit + 1));
+      this.candles.set(name, series);
+    }
+    if (this.transport === "sse") this._reopenSoon();
+    else if (this._isOpen()) this._sendAll(chunkCandleSubscribe([name], null, limit, this.maxMessage, () => this.nextId++));
+    return series;
+  }
+
+  /** Lets go of a series subscribeCandles() returned; the last holder's unsubscribe ends it. */
+  unsubscribeCandles(symbol, interval) {
+    const name = seriesName(symbol, interval);
+    const series = this.candles.get(name);
+    if (!series || --series.holds > 0) return;
+    this.candles.delete(name);
+    series._end("client");
+    if (this.transport === "sse") return this._reopenSoon();
+    if (this._isOpen()) this._sendAll(chunkCandleUnsubscribe([name], this.maxMessage, () => this.nextId++));
+  }
+
+  /** The series followed for `symbol` at `interval`, or undefined. */
+  candleSeries(symbol, interval) {
+    return this.candles.get(seriesName(symbol, interval));
+  }
+
+  /**
+   * Bars from GET /candles (with a fresh token from `getToken`, as a header, when there is
+   * one): the last `limit` closed bars of `symbol` at `interval`, oldest first, then the
+   * forming one; with `end` (µs since the epoch) only bars that start before it, to page back.
+   * Rejects with a CandlesError (its `status` and the server's message) on another answer.
+   * @returns {Promise<{symbol: string, interval: string, bars: object[]}>}
+   */
+  async fetchCandles(symbol, interval, { limit = null, end = null, signal = undefined } = {}) {
+    const headers = await this._authHeaders();
+    const r = await this.fetch(candlesUrl(this.url, symbol, interval, { limit, end }), { headers, signal });
+    if (r.status !== 200) throw new CandlesError(r.status, ((await r.text()) || "").trim() || `HTTP ${r.status}`);
+    return r.json();
+  }
+
+  /** Headers that authenticate an HTTP request (/snapshot, /candles) with a fresh token, when there is a callback. */
+  async _authHeaders() {
+    if (!this.getToken) return {};
+    const token = await this.getToken();
+    if (!token) throw new CandlesError(0, "no token to ask with");
+    return { Authorization: "Bearer " + token };
+  }
+
+  /** The history length an SSE stream asks for: the largest its series want. */
+  _streamLimit() {
+    let limit = null;
+    for (const s of this.candles.values()) limit = Math.max(limit ?? 0, s.limit);
+    return limit;
   }
 
   /** The valid symbols of `symbols`; the others are refused here, as the server would. */
@@ -848,7 +1388,7 @@ export class TickcastClient extends EventTarget {
       return this._emit("error", { code: "client", message: `an unreadable ${type} event from the server: ${e.message}` });
     }
     if (type === "mark") {
-      if (typeof payload?.id === "string") this.mark = { id: payload.id, symbols: new Set(this.streamSymbols) };
+      if (typeof payload?.id === "string") this.mark = { id: payload.id, symbols: new Set([...this.streamSymbols, ...this.streamCandles]) };
       return;
     }
     // The server ends the stream: like a WebSocket close, and EventSource must not reconnect by itself.
@@ -887,6 +1427,12 @@ export class TickcastClient extends EventTarget {
       case "tick":
         if (m.payload && this.symbols.has(m.payload.symbol) && this.book.accept(m.payload)) this._emit("tick", m.payload);
         break;
+      case "candles":
+        this._onCandles(m.payload);
+        break;
+      case "candle":
+        if (m.payload) this.candles.get(seriesName(m.payload.symbol, m.payload.interval))?._live(m.payload);
+        break;
       case "welcome":
         this._onWelcome(conn, m.payload || {});
         break;
@@ -915,7 +1461,10 @@ export class TickcastClient extends EventTarget {
     // A welcome means the connection is open even where no open event was seen.
     this._onOpen(conn);
     // seq numbers compare only within one epoch (a restarted server starts over).
-    if (this.epoch !== undefined && payload.epoch !== this.epoch) this.book.clear();
+    if (this.epoch !== undefined && payload.epoch !== this.epoch) {
+      this.book.clear();
+      for (const series of this.candles.values()) series._newEpoch();
+    }
     this.epoch = payload.epoch;
     this.attempt = 0;
     this.maxMessage = maxMessageOf(payload);
@@ -925,10 +1474,32 @@ export class TickcastClient extends EventTarget {
     if (this.transport === "websocket") {
       const symbols = this._valid([...this.symbols]);
       this._sendAll(chunkSubscribe(symbols, this.book.since(symbols), this.maxMessage, () => this.nextId++, this.intervalMs));
-    } else if (this.streamSymbols.join(",") !== [...this.symbols].join(",")) {
+      this._resubscribeCandles();
+    } else if (this.streamSymbols.join(",") !== [...this.symbols].join(",") || this.streamCandles.join(",") !== [...this.candles.keys()].join(",")) {
       this._reopenSoon(); // the watch-list changed while the stream was opening
     }
     if (this.getToken) this._scheduleRefresh(payload.exp ?? tokenExpiry(this.token));
+  }
+
+  /** After a welcome: every series again, per limit, with the last seq held where it can resume. */
+  _resubscribeCandles() {
+    const byLimit = new Map();
+    for (const [name, series] of this.candles) {
+      if (!byLimit.has(series.limit)) byLimit.set(series.limit, { names: [], since: {} });
+      const group = byLimit.get(series.limit);
+      group.names.push(name);
+      if (series.needsReset === null && series.lastSeq > 0) group.since[name] = series.lastSeq;
+    }
+    for (const [limit, { names, since }] of byLimit) {
+      this._sendAll(chunkCandleSubscribe(names, Object.keys(since).length ? since : null, limit, this.maxMessage, () => this.nextId++));
+    }
+  }
+
+  /** A history of one series: its bars (without symbol and interval) completed and merged. */
+  _onCandles(payload) {
+    const series = payload && this.candles.get(seriesName(payload.symbol, payload.interval));
+    if (!series || !Array.isArray(payload.bars)) return;
+    series._history(payload.bars.map((b) => ({ symbol: payload.symbol, interval: payload.interval, ...b })));
   }
 
   /** Under SSE: opens the stream anew soon, with the watch-list as it is by then. */
@@ -952,17 +1523,33 @@ export class TickcastClient extends EventTarget {
   _onUnsubscribed(payload) {
     if (!payload.reason) return;
     const symbols = Array.isArray(payload.symbols) ? payload.symbols : [];
+    const candles = Array.isArray(payload.candles) ? payload.candles : [];
     this._forget(symbols);
-    this._emit("unsubscribed", { symbols, reason: payload.reason });
+    this._endSeries(candles, payload.reason, null);
+    this._emit("unsubscribed", { symbols, candles, reason: payload.reason });
+    const all = [...symbols, ...candles];
     const message = payload.reason === "forbidden"
-      ? `no longer entitled to ${symbols.join(", ")}`
-      : `the server ended ${symbols.join(", ")} (${payload.reason})`;
-    this._emit("error", { code: payload.reason, symbols, message });
+      ? `no longer entitled to ${all.join(", ")}`
+      : `the server ended ${all.join(", ")} (${payload.reason})`;
+    this._emit("error", { code: payload.reason, symbols, candles, message });
+  }
+
+  /** Series the server ended or refused: forgotten here, each told why (`error`, when given, first). */
+  _endSeries(names, reason, error) {
+    for (const name of names) {
+      const series = this.candles.get(name);
+      if (!series) continue;
+      this.candles.delete(name);
+      if (error) series._emit("error", error);
+      series._end(reason);
+    }
   }
 
   _onError(m) {
     if (this.refreshId !== null && m.id === this.refreshId) return this._refreshFailed(m.payload);
-    const refused = refusedSymbols(m.payload);
+    const series = refusedSeries(m.payload).filter((name) => this.candles.has(name));
+    if (series.length) this._endSeries(series, m.payload.code, m.payload);
+    const refused = refusedSymbols(m.payload).filter((s) => !series.includes(s));
     this._forget(refused);
     this._emit("error", refused.length ? { ...m.payload, symbols: refused } : m.payload);
   }
@@ -1090,12 +1677,7 @@ export class TickcastClient extends EventTarget {
    */
   async _probe() {
     try {
-      let headers = {};
-      if (this.getToken) {
-        const token = await this.getToken();
-        if (!token) return null;
-        headers = { Authorization: "Bearer " + token };
-      }
+      const headers = await this._authHeaders(); // throws without a token: null, as a failed fetch
       const url = this.transport === "sse" ? snapshotUrl(this.url, this.streamSymbols) : wsProbeUrl(this.url);
       const r = await this.fetch(url, { headers, signal: probeSignal() });
       if (r.status === 503 || r.status === 429) {
@@ -1114,5 +1696,8 @@ if (typeof window !== "undefined") {
   window.Tickcast = { TickcastClient, Book, SendBudget, backoffDelay, shouldReconnect, tokenExpiry, isSymbol,
                       byteLength, maxMessageOf, chunkSubscribe, chunkUnsubscribe, refreshDelayMs,
                       refreshRetryDelayMs, snapshotUrl, sseUrl, fitSseSymbols, wsProtocols, refusedSymbols,
-                      decodeMsgpack, MsgpackError, retryAfterMs, wsProbeUrl };
+                      decodeMsgpack, MsgpackError, retryAfterMs, wsProbeUrl, CandleSeries, CandlesError,
+                      TickcastDatafeed, isInterval, intervalMs, seriesName, parseSeriesName, chunkCandleSubscribe,
+                      chunkCandleUnsubscribe, candlesUrl, mergeBar, trimHistory, toChartBar, resolutionToInterval,
+                      intervalToResolution, refusedSeries, fitSseCandles };
 }

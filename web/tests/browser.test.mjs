@@ -28,11 +28,12 @@ test("the demo page shows the server's prices, adds symbols, and survives a rest
   await page.fill("#symbol", "NFLX");
   await page.click("#add button");
   await until(async () => (await table(page)).NFLX?.bid === "700.25", "NFLX shows its price");
-  await until(async () => (await metric(port, "tickcast_subscriptions")) === 4, "NFLX subscribed on the server");
+  // AAPL, NVDA, FX:EUR/USD, NFLX, and the chart's series AAPL@1m.
+  await until(async () => (await metric(port, "tickcast_subscriptions")) === 5, "NFLX subscribed on the server");
 
   // Removing one unsubscribes it.
   await page.click('tr[data-symbol="NVDA"] button.remove');
-  await until(async () => (await metric(port, "tickcast_subscriptions")) === 3, "NVDA unsubscribed on the server");
+  await until(async () => (await metric(port, "tickcast_subscriptions")) === 4, "NVDA unsubscribed on the server");
   assert.equal((await table(page)).NVDA, undefined);
 
   // Live ticks flash.
@@ -105,13 +106,14 @@ test("a page holding 300 symbols survives a blip and a restart, and resubscribes
 
   const page = await b.newPage();
   await page.goto(`http://127.0.0.1:${port}/?symbols=${symbols.join(",")}`);
-  await until(async () => (await metric(port, "tickcast_subscriptions")) === 300, "all 300 subscribed at the first connect");
+  // The 300 symbols, and the chart's series of the first.
+  await until(async () => (await metric(port, "tickcast_subscriptions")) === 301, "all 300 subscribed at the first connect");
   await until(async () => matches(await table(page), await snapshot(port, symbols)), "all 300 shown");
 
   // A blip (the connection drops, the server stays): the resubscribe carries since for all 300.
   await page.evaluate(() => window.tickcastClient.ws.close(4000));
   await until(async () => (await metric(port, 'tickcast_connections_total{result="accepted"}')) === 2, "reconnected after the blip");
-  await until(async () => (await metric(port, "tickcast_connections")) === 1 && (await metric(port, "tickcast_subscriptions")) === 300,
+  await until(async () => (await metric(port, "tickcast_connections")) === 1 && (await metric(port, "tickcast_subscriptions")) === 301,
               "all 300 resubscribed after the blip");
   await publish(port, feedPort, [{ symbol: last, bid: 7.25, ask: 7.5 }]);
   await until(async () => (await table(page))[last].bid === "7.25", "ticks for the last symbol after the blip");
@@ -122,7 +124,7 @@ test("a page holding 300 symbols survives a blip and a restart, and resubscribes
   server = await startServer({ port, feedPort });
   await publish(port, feedPort, quotesOf(500));
   await until(async () => (await page.textContent("#badge")) === "open", "badge back to open", 30000);
-  await until(async () => (await metric(port, "tickcast_subscriptions")) === 300, "all 300 resubscribed after the restart");
+  await until(async () => (await metric(port, "tickcast_subscriptions")) === 301, "all 300 resubscribed after the restart");
   await until(async () => matches(await table(page), await snapshot(port, symbols)), "no stale row after the restart");
   await publish(port, feedPort, [{ symbol: last, bid: 9.25, ask: 9.5 }]);
   await until(async () => (await table(page))[last].bid === "9.25", "ticks for the last symbol after the restart");

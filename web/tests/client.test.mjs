@@ -11,6 +11,7 @@ import {
   MAX_SERVER_WAIT_MS,
 } from "../client.js";
 import { encode } from "@msgpack/msgpack";
+import { FakeClock, FakeSocket, FakeEventSource } from "./fakes.mjs";
 
 test("backoff is full jitter under 1 s, 2 s, 4 s … capped at 60 s", () => {
   for (const [attempt, cap] of [[0, 1000], [1, 2000], [2, 4000], [5, 32000], [6, 60000], [20, 60000]]) {
@@ -140,83 +141,7 @@ test("send budget: a burst, then one message per gap", () => {
   assert.equal(b.take(150), 0, "full again on a new connection");
 });
 
-// ---------------------------------------------------------------- the client, with fakes
-
-/** A clock whose timers run only when the test advances it. */
-class FakeClock {
-  constructor(t = 1_700_000_000_000) {
-    this.t = t;
-    this.timers = new Map();
-    this.ids = 0;
-  }
-  get options() {
-    return { now: () => this.t, setTimeout: (f, ms) => this._set(f, ms), clearTimeout: (id) => this.timers.delete(id) };
-  }
-  _set(f, ms) {
-    this.timers.set(++this.ids, { at: this.t + Math.max(0, ms), f });
-    return this.ids;
-  }
-  /** Runs, in order, every timer due in the next `ms`, letting promises settle after each. */
-  async advance(ms) {
-    const end = this.t + ms;
-    for (;;) {
-      await settle();
-      const [id, next] = [...this.timers].sort(([i, a], [j, b]) => a.at - b.at || i - j)[0] ?? [];
-      if (!next || next.at > end) break;
-      this.timers.delete(id);
-      this.t = next.at;
-      next.f();
-    }
-    this.t = end;
-    await settle();
-  }
-}
-
-/** Lets every pending promise chain run (setImmediate comes after all microtasks). */
-const settle = () => new Promise((r) => setImmediate(r));
-
-/** A stand-in for the browser's WebSocket, driven by the test. */
-class FakeSocket {
-  static all = [];
-  static clock = null;
-  constructor(url, protocols) {
-    this.url = url;
-    this.protocols = protocols;
-    this.sent = [];
-    this.raw = [];
-    this.at = [];
-    this.readyState = 0;
-    FakeSocket.all.push(this);
-  }
-  open() {
-    if (this.readyState !== 0) return;
-    this.readyState = 1;
-    this.onopen?.();
-  }
-  send(s) {
-    assert.equal(this.readyState, 1, "sends only on an open socket");
-    this.raw.push(s);
-    this.sent.push(JSON.parse(s));
-    this.at.push(FakeSocket.clock?.t ?? 0);
-  }
-  close(code) {
-    this.readyState = 3;
-    queueMicrotask(() => this.onclose?.({ code: code ?? 1005, reason: "" }));
-  }
-  serverSays(m) {
-    this.open();
-    this.onmessage({ data: JSON.stringify(m) });
-  }
-  serverCloses(code, reason = "") {
-    this.readyState = 3;
-    this.onclose({ code, reason });
-  }
-  /** What a browser shows for an upgrade answered 401 or 403, or a network failure: 1006, never opened. */
-  failsBeforeOpen() {
-    this.readyState = 3;
-    this.onclose({ code: 1006, reason: "" });
-  }
-}
+// ---------------------------------------------------------------- the client, with fakes (tests/fakes.mjs)
 
 const tick = (symbol, seq, extra = {}) => ({ type: "tick", payload: { symbol, seq, ts: 1, pub: 1, ...extra } });
 const jwt = (claims) => `h.${Buffer.from(JSON.stringify(claims)).toString("base64url")}.s`;
@@ -411,7 +336,7 @@ test("`unsubscribed` with a reason drops the symbols and says so", async () => {
   ws.serverSays({ type: "unsubscribed", id: ws.sent.at(-1).id, payload: { symbols: ["NVDA"] } });
   assert.deepEqual(events.unsubscribed, [], "the reply to our own unsubscribe is no news");
   ws.serverSays({ type: "unsubscribed", id: 7, payload: { symbols: ["TSLA"], reason: "forbidden" } });
-  assert.deepEqual(events.unsubscribed, [{ symbols: ["TSLA"], reason: "forbidden" }]);
+  assert.deepEqual(events.unsubscribed, [{ symbols: ["TSLA"], candles: [], reason: "forbidden" }]);
   assert.equal(events.error.at(-1).code, "forbidden");
   assert.deepEqual(events.error.at(-1).symbols, ["TSLA"]);
   assert.match(events.error.at(-1).message, /TSLA/);
@@ -825,51 +750,6 @@ test("fitSseSymbols keeps the leading symbols whose URL fits", () => {
 });
 
 // ---------------------------------------------------------------- transports: the client, with fakes
-
-/** A stand-in for the browser's EventSource, driven by the test. Once closed it dispatches nothing, as a real one. */
-class FakeEventSource {
-  static all = [];
-  constructor(url) {
-    this.url = url;
-    this.readyState = 0;
-    this.listeners = new Map();
-    FakeEventSource.all.push(this);
-  }
-  addEventListener(type, f) {
-    this.listeners.set(type, [...(this.listeners.get(type) ?? []), f]);
-  }
-  close() {
-    this.readyState = 2;
-  }
-  _dispatch(type, event) {
-    if (this.readyState === 2) return;
-    for (const f of this.listeners.get(type) ?? []) f(event);
-  }
-  /** An event from the server (the stream opens first if it has not). */
-  serverSends(type, payload) {
-    if (this.readyState === 0) {
-      this.readyState = 1;
-      this._dispatch("open", {});
-    }
-    this._dispatch(type, { type, data: JSON.stringify(payload), lastEventId: "" });
-  }
-  /** The connection dropped: the browser will reconnect by itself (unless closed). */
-  lost() {
-    this.readyState = 0;
-    this._dispatch("error", { type: "error" });
-  }
-  /** The browser gave up (an HTTP error status, a wrong content type). */
-  failed() {
-    this.readyState = 2;
-    for (const f of this.listeners.get("error") ?? []) f({ type: "error" });
-  }
-  get symbols() {
-    return new URL(this.url).searchParams.get("symbols").split(",").filter(Boolean);
-  }
-  get token() {
-    return new URL(this.url).searchParams.get("token");
-  }
-}
 
 /** A client on fakes with both transports injected. */
 function setupTransports(options = {}, clock = new FakeClock()) {

@@ -131,6 +131,49 @@ export function matches(rows, snap) {
   return snap.every((p) => rows[p.symbol] && rows[p.symbol].bid === String(p.bid) && rows[p.symbol].ask === String(p.ask) && !rows[p.symbol].stale);
 }
 
+// ---------------------------------------------------------------- candles (§4c)
+
+/** A feed publisher kept connected: `trade(symbol, last)` sends a trade (volume a running total). */
+export async function feed(feedPort) {
+  const sock = net.connect(feedPort, "127.0.0.1");
+  await new Promise((r) => sock.once("connect", r));
+  const volume = new Map();
+  return {
+    send: (tick) => sock.write(JSON.stringify(tick) + "\n"),
+    trade(symbol, last) {
+      volume.set(symbol, (volume.get(symbol) ?? 1000) + 100);
+      sock.write(JSON.stringify({ symbol, last, volume: volume.get(symbol) }) + "\n");
+    },
+    close: () => new Promise((r) => sock.end(r)),
+  };
+}
+
+/** GET /candles' bars (as many as the server keeps), with `headers`. */
+export async function httpBars(port, symbol, interval, headers = {}) {
+  const r = await fetch(`http://127.0.0.1:${port}/candles?symbol=${encodeURIComponent(symbol)}&interval=${interval}&limit=1000`, { headers });
+  assert.equal(r.status, 200, await r.clone().text());
+  const body = await r.json();
+  assert.deepEqual([body.symbol, body.interval], [symbol, interval]);
+  return body.bars;
+}
+
+/**
+ * Makes `n` closed 1 s bars of `symbol` at closing prices from `price` up (with `wiggle`, each
+ * bar trades below and above first): the trades of one bar, then waits (on /candles) until it
+ * has closed, then the next. Returns the next price.
+ */
+export async function closedBars(port, publisher, symbol, n, price, wiggle = 0) {
+  for (let i = 0; i < n; i++, price++) {
+    if (wiggle) {
+      publisher.trade(symbol, price - wiggle);
+      publisher.trade(symbol, price + 2 * wiggle);
+    }
+    publisher.trade(symbol, price);
+    await until(async () => (await httpBars(port, symbol, "1s")).some((b) => b.close === price && b.closed), `a closed 1 s bar at ${price}`);
+  }
+  return price;
+}
+
 export const quotes = (base) => SYMBOLS.map((s, i) => ({ symbol: s, bid: base + i, ask: base + i + 0.5 }));
 
 
