@@ -56,6 +56,8 @@ pub enum SeriesInterest {
     Add(String),
     /// Its last client left.
     Remove(String),
+    /// The bus lost some of its bars: read its history again.
+    Reload(String),
 }
 
 /// A `subscribed` reply waiting for the bus to bring some of its symbols up to date.
@@ -255,6 +257,8 @@ pub struct Hub {
     candle_tap: Option<tokio::sync::mpsc::Sender<(Symbol, usize, Bar)>>,
     /// Where first/last-client changes of series go (cluster edge).
     series_interest: Option<tokio::sync::mpsc::UnboundedSender<SeriesInterest>>,
+    /// Series being read again after the bus lost some of their bars.
+    reloading: HashSet<u32>,
 }
 
 /// How often the hub samples queue depths into the metrics.
@@ -354,6 +358,7 @@ impl Hub {
             emits: Vec::new(),
             candle_tap: None,
             series_interest: None,
+            reloading: HashSet::new(),
         }
     }
 
@@ -524,10 +529,13 @@ impl Hub {
         };
         let mut emits = std::mem::take(&mut self.emits);
         b.take(&mut emits);
-        for e in emits.drain(..) {
+        for mut e in emits.drain(..) {
             let Some(channel) = self.series_channel(e.symbol, e.interval) else {
                 continue;
             };
+            // This node's bar: the next `gseq`, which every edge keeps.
+            self.gseq += 1;
+            e.bar.gseq = self.gseq;
             if let (Some(tap), Some(entry)) =
                 (&self.candle_tap, self.entries[e.symbol as usize].as_ref())
             {
@@ -563,21 +571,16 @@ impl Hub {
     }
 
     /// Publishes a bar's new state on its channel: into the series' history,
-    /// as the channel's latest value, and to its subscribers. This node's
-    /// bars get the next `gseq`; a bar from another node keeps its own.
-    fn publish_bar(&mut self, channel: u32, mut bar: Bar) {
-        let Some(entry) = self.entries[channel as usize].as_mut() else {
+    /// as the channel's latest value, and to its subscribers. It carries its
+    /// `gseq` (this node's, or the ingest's for a bar from the bus).
+    fn publish_bar(&mut self, channel: u32, bar: Bar) {
+        let Some(entry) = self.entries[channel as usize].as_ref() else {
             return;
         };
         let Some(series) = entry.slot.series.as_ref() else {
             return;
         };
-        if bar.gseq == 0 {
-            self.gseq += 1;
-            bar.gseq = self.gseq;
-        } else {
-            self.gseq = self.gseq.max(bar.gseq);
-        }
+        self.gseq = self.gseq.max(bar.gseq);
         series.apply(bar);
         let latest = Arc::new(Latest::candle(channel, bar, now_us()));
         if entry.slot.latest.swap(Some(latest.clone())).is_none() {
@@ -585,13 +588,23 @@ impl Hub {
             self.valueless -= 1;
             self.series_table.insert(entry.slot.clone());
         }
+        self.fan_out(channel, &latest);
+        METRICS.candle_updates.inc();
+    }
+
+    /// Hands a published value to every subscriber of its channel; after
+    /// the swap, so a writer that reads [`crate::latest::PUBLISHED`] and then
+    /// the latest values reads values at least this new.
+    fn fan_out(&mut self, id: u32, latest: &Arc<Latest>) {
         crate::latest::PUBLISHED.store(self.gseq, std::sync::atomic::Ordering::Release);
+        let Some(entry) = self.entries[id as usize].as_ref() else {
+            return;
+        };
         for outbox in &entry.subscribers.list {
             if outbox.push_tick(latest.clone()) != Pushed::Closed && outbox.list_for_wake() {
                 self.to_wake.push(outbox.clone());
             }
         }
-        METRICS.candle_updates.inc();
     }
 
     /// The id of a symbol the feed or the bus brings, or `None` when it would
@@ -665,19 +678,15 @@ impl Hub {
         }
     }
 
-    /// The channel of a series named by the bus, if it is one this node serves.
-    fn series_from_bus(&mut self, channel: &str) -> Option<u32> {
-        let config = self.candle_config.as_ref()?;
-        config.channel(channel).ok()?;
-        let id = self.intern(channel);
-        let is_series = self.entries[id as usize]
+    /// The channel of a series named by the bus, if this node still holds
+    /// it (a series its clients left before the bus answered is not made
+    /// again: what the bus says of it is dropped).
+    fn series_from_bus(&self, channel: &str) -> Option<u32> {
+        let id = *self.by_name.get(channel)?;
+        self.entries[id as usize]
             .as_ref()
-            .is_some_and(|e| e.slot.series.is_some());
-        if !is_series {
-            self.forget_if_unused(id);
-            return None;
-        }
-        Some(id)
+            .is_some_and(|e| e.slot.series.is_some())
+            .then_some(id)
     }
 
     /// The newest `seq` this node holds of a channel.
@@ -689,13 +698,22 @@ impl Hub {
     }
 
     /// A bar from the ingest: published if newer than what this node holds.
+    /// One that skips a `seq` means the bus lost some (core NATS does not
+    /// retry): the series is read again from JetStream, once at a time.
     fn on_remote_bar(&mut self, channel: &str, bar: Bar) {
         let Some(id) = self.series_from_bus(channel) else {
             return;
         };
-        if bar.seq > self.held_seq(id) {
-            self.publish_bar(id, bar);
+        let held = self.held_seq(id);
+        if bar.seq <= held {
+            return;
         }
+        if held > 0 && bar.seq > held + 1 && self.reloading.insert(id) {
+            if let Some(interest) = &self.series_interest {
+                let _ = interest.send(SeriesInterest::Reload(channel.to_string()));
+            }
+        }
+        self.publish_bar(id, bar);
     }
 
     /// A series' stored bars: those newer than what this node holds are
@@ -705,6 +723,7 @@ impl Hub {
         let Some(id) = self.series_from_bus(channel) else {
             return;
         };
+        self.reloading.remove(&id);
         bars.sort_by_key(|b| b.seq);
         for bar in bars {
             if bar.seq > self.held_seq(id) {
@@ -730,9 +749,14 @@ impl Hub {
             else {
                 continue;
             };
-            let Some(sid) = self.intern_from_feed(symbol.as_str()) else {
+            // Only symbols whose value came back too (`Restore` is first):
+            // the id of a symbol without one may be freed and used again.
+            let Some(&sid) = self.by_name.get(symbol.as_str()) else {
                 continue;
             };
+            if self.held_seq(sid) == 0 {
+                continue;
+            }
             if let Some(b) = self.builder.as_mut() {
                 b.resume(sid, i, bar.seq, Some(bar));
             }
@@ -742,6 +766,8 @@ impl Hub {
                 }
             }
         }
+        // Bars whose interval ended while no ingest ran go out closed.
+        self.publish_bars();
     }
 
     /// Publishes the remote updates whose window has passed.
@@ -781,14 +807,7 @@ impl Hub {
             self.table.insert(entry.slot.clone());
             self.valued += 1;
         }
-        // After the swap: a writer that reads this and then the latest values
-        // reads values at least this new.
-        crate::latest::PUBLISHED.store(self.gseq, std::sync::atomic::Ordering::Release);
-        for outbox in &entry.subscribers.list {
-            if outbox.push_tick(latest.clone()) != Pushed::Closed && outbox.list_for_wake() {
-                self.to_wake.push(outbox.clone());
-            }
-        }
+        self.fan_out(id, &latest);
         METRICS.updates.inc();
     }
 
@@ -1213,6 +1232,130 @@ mod tests {
             limit: 300,
             errors: vec![],
         }));
+    }
+
+    fn candle_config() -> CandleConfig {
+        CandleConfig {
+            intervals: crate::candle::parse_intervals("1s,1m").unwrap(),
+            keep: 10,
+            volume: crate::candle::VolumeMode::Cumulative,
+            clock: crate::candle::Clock::Wall,
+            window: Duration::from_millis(100),
+        }
+    }
+
+    fn trade(symbol: &str, last: f64) -> Tick {
+        Tick {
+            symbol: Symbol::new(symbol).unwrap(),
+            fields: Fields {
+                last: Some(last),
+                ..Fields::default()
+            },
+            ts: now_us(),
+            arrival: Instant::now(),
+        }
+    }
+
+    #[test]
+    fn bars_leave_for_the_bus_with_the_gseq_every_edge_keeps() {
+        let (hub, _) = hub();
+        let mut hub = hub.with_candles(candle_config());
+        let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+        hub.candle_tap = Some(tx);
+        hub.on_batch(&vec![trade("AAPL", 10.0)]);
+        let mut tapped = Vec::new();
+        while let Ok((symbol, i, bar)) = rx.try_recv() {
+            assert_eq!(symbol.as_str(), "AAPL");
+            tapped.push((i, bar));
+        }
+        assert_eq!(tapped.len(), 2, "one bar per interval");
+        let series = hub.series_table().get("AAPL@1s").unwrap();
+        let held = series.latest.load_full().unwrap();
+        assert!(tapped.iter().all(|(_, b)| b.gseq > 0));
+        assert_eq!(
+            tapped[0].1.gseq, held.state.gseq,
+            "the same gseq here and on the bus"
+        );
+        assert!(series.symbol() == "AAPL" && hub.table.get("AAPL@1s").is_none());
+    }
+
+    #[test]
+    fn an_edge_drops_the_history_of_a_series_its_clients_already_left() {
+        let (hub, _) = hub();
+        let mut hub = hub;
+        hub.candle_config = Some(Arc::new(candle_config()));
+        let (tx, mut interest) = tokio::sync::mpsc::unbounded_channel();
+        hub.series_interest = Some(tx);
+        client(&mut hub, 1);
+        subscribe(&mut hub, 1, &["ZQ1@1s"]);
+        assert_eq!(
+            interest.try_recv().unwrap(),
+            SeriesInterest::Add("ZQ1@1s".into())
+        );
+        hub.on_command(Command::Unsubscribe {
+            client: 1,
+            id: None,
+            symbols: vec!["ZQ1@1s".into()],
+        });
+        assert_eq!(
+            interest.try_recv().unwrap(),
+            SeriesInterest::Remove("ZQ1@1s".into())
+        );
+        let before = hub.valueless;
+        // The bus answers late, with nothing: the name is not made again.
+        hub.on_command(Command::SeriesLoaded {
+            channel: "ZQ1@1s".into(),
+            bars: vec![],
+        });
+        hub.on_command(Command::RemoteBar {
+            channel: "ZQ1@1s".into(),
+            bar: crate::candle::bar::Bar::open_at(0, 1.0, crate::candle::bar::Source::Trades),
+        });
+        assert!(!hub.by_name.contains_key("ZQ1@1s"));
+        assert_eq!(hub.valueless, before);
+    }
+
+    #[test]
+    fn an_edge_reads_a_series_again_when_the_bus_skipped_a_bar() {
+        let (hub, _) = hub();
+        let mut hub = hub;
+        hub.candle_config = Some(Arc::new(candle_config()));
+        let (tx, mut interest) = tokio::sync::mpsc::unbounded_channel();
+        hub.series_interest = Some(tx);
+        let o = client(&mut hub, 1);
+        subscribe(&mut hub, 1, &["AAPL@1s"]);
+        interest.try_recv().unwrap();
+        let bar = |seq| {
+            let mut b =
+                crate::candle::bar::Bar::open_at(0, 1.0, crate::candle::bar::Source::Trades);
+            b.seq = seq;
+            b.gseq = 100 + seq;
+            b
+        };
+        hub.on_command(Command::SeriesLoaded {
+            channel: "AAPL@1s".into(),
+            bars: vec![bar(1)],
+        });
+        hub.on_command(Command::RemoteBar {
+            channel: "AAPL@1s".into(),
+            bar: bar(2),
+        });
+        assert!(interest.try_recv().is_err(), "no gap");
+        hub.on_command(Command::RemoteBar {
+            channel: "AAPL@1s".into(),
+            bar: bar(4),
+        });
+        hub.on_command(Command::RemoteBar {
+            channel: "AAPL@1s".into(),
+            bar: bar(6),
+        });
+        assert_eq!(
+            interest.try_recv().unwrap(),
+            SeriesInterest::Reload("AAPL@1s".into())
+        );
+        assert!(interest.try_recv().is_err(), "one reload at a time");
+        assert_eq!(o.queued(), 4, "every bar still goes out: 1, 2, 4, 6");
+        assert_eq!(hub.gseq, 106, "the ingest's gseq, not the edge's own");
     }
 
     #[test]

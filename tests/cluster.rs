@@ -571,12 +571,16 @@ async fn after_a_nats_outage_clients_get_the_latest_value_once_not_a_burst() {
 #[derive(Default)]
 struct BarLog {
     closed: std::collections::BTreeMap<u64, serde_json::Value>,
+    /// Every bar seen, forming or closed, as last seen.
+    seen: std::collections::BTreeMap<u64, serde_json::Value>,
     seqs: Vec<u64>,
 }
 
 impl BarLog {
     fn take(&mut self, bar: &serde_json::Value) {
         self.seqs.push(bar["seq"].as_u64().unwrap());
+        self.seen
+            .insert(bar["start"].as_u64().unwrap(), bar.clone());
         if bar["closed"] == true {
             self.closed
                 .insert(bar["start"].as_u64().unwrap(), bar.clone());
@@ -664,12 +668,36 @@ async fn candles_come_from_the_ingest_and_survive_its_restart_in_jetstream() {
     let mut p = ing.publisher();
     trade_until_closed(&ing, &mut p, &mut c, &mut log, 2, &mut price).await;
 
-    // The ingest dies without a word; another takes over from the bus.
+    // One more trade: a bar is forming when the ingest dies without a word.
+    let closed_up_to = *log.closed.keys().last().unwrap();
+    while log.seen.keys().last() <= Some(&closed_up_to) {
+        price += 0.25;
+        publish(
+            &ing,
+            &mut p,
+            json!({"symbol":"AAPL","last":price,"ts":now_us()}),
+        )
+        .await;
+        while let Some(m) = c.try_next(Duration::from_millis(100)).await {
+            if m["type"] == "candle" {
+                log.take(&m["payload"]);
+            }
+        }
+    }
     drop(p);
     ing.signal(libc::SIGKILL);
     ing.wait_exit(WAIT);
     drop(ing);
     let before = *log.seqs.last().unwrap();
+    // The bar forming when the ingest died: closed by its successor.
+    let (&forming_start, forming) = log.seen.last_key_value().unwrap();
+    let forming = forming.clone();
+    // Its second ends before the next ingest is up: that one must close it.
+    let ends = forming_start + 1_000_000;
+    tokio::time::sleep(Duration::from_micros(
+        ends.saturating_sub(now_us()) + 50_000,
+    ))
+    .await;
     ing = start_ingest(&nats);
     let mut p = ing.publisher();
     trade_until_closed(&ing, &mut p, &mut c, &mut log, 2, &mut price).await;
@@ -710,6 +738,13 @@ async fn candles_come_from_the_ingest_and_survive_its_restart_in_jetstream() {
             assert_eq!(kept[k], bar[k], "{k} of bar {start}");
         }
     }
+    let kept = stored
+        .get(&forming_start)
+        .unwrap_or_else(|| panic!("the bar forming at the kill was lost: {history}"));
+    assert!(
+        kept["trades"].as_u64() >= forming["trades"].as_u64(),
+        "{kept} vs {forming}"
+    );
     let mut cl = late.ws_welcomed().await;
     cl.send(json!({"type":"subscribe","id":1,"payload":{"candles":["AAPL@1s"],"limit":1000}}))
         .await;

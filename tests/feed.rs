@@ -532,3 +532,31 @@ async fn a_line_without_fields_is_rejected_and_makes_no_seq() {
     assert_eq!(s.metric(&rejected("no_fields")).await, 2.0);
     assert_eq!(s.snapshot("NF").await[0]["seq"], 1);
 }
+
+#[tokio::test]
+async fn prices_reach_clients_exactly_as_the_feed_wrote_them() {
+    // Decimal prices must survive parsing bit for bit: a reader that is off
+    // by one unit in the last place turns 1.0836 into 1.0836000000000001.
+    let s = Server::start(&["--feed", "tcp://127.0.0.1:0", "--candle-intervals", ""]);
+    let mut p = s.publisher();
+    let mut rng = fastrand::Rng::with_seed(11);
+    let mut sent = Vec::new();
+    for i in 0..300 {
+        let text = format!("{}.{:04}", rng.u32(0..2000), rng.u32(0..10_000));
+        p.line(&format!(r#"{{"symbol":"P{i}","bid":{text}}}"#));
+        sent.push(text);
+    }
+    s.wait_metric("tickcast_feed_ticks_total", |v| v == 300.0)
+        .await;
+    let (_, body) = s.get("/snapshot").await;
+    let snap: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
+    let bids: std::collections::HashMap<&str, f64> = snap
+        .iter()
+        .map(|t| (t["symbol"].as_str().unwrap(), t["bid"].as_f64().unwrap()))
+        .collect();
+    for (i, text) in sent.iter().enumerate() {
+        let want: f64 = text.parse().unwrap();
+        let bid = bids[format!("P{i}").as_str()];
+        assert_eq!(bid.to_bits(), want.to_bits(), "P{i}: {text} became {bid}");
+    }
+}

@@ -33,6 +33,11 @@ pub const FORMING: &str = "tickcast-forming";
 /// The longest a history read from the stream may take.
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Series histories an edge reads from JetStream at once; the others wait
+/// their turn (a crowd subscribing to many series does not make as many
+/// consumers at once).
+const LOADS_AT_ONCE: usize = 8;
+
 pub fn live_subject(interval: &str, symbol: &str) -> String {
     format!("tickcast.candle.{interval}.{}", token(symbol))
 }
@@ -253,6 +258,7 @@ pub async fn follow_series(
 ) {
     let mut followed: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
     let mut watching = true;
+    let loads = std::sync::Arc::new(tokio::sync::Semaphore::new(LOADS_AT_ONCE));
     loop {
         let change = tokio::select! {
             change = interest.recv() => match change {
@@ -261,13 +267,9 @@ pub async fn follow_series(
             },
             back = reconnects.changed(), if watching => {
                 watching = back.is_ok();
-                let names: Vec<String> = followed.keys().cloned().collect();
-                let (stream, forming, hub) = (stream.clone(), forming.clone(), hub.clone());
-                tokio::spawn(async move {
-                    for name in names {
-                        load(&stream, &forming, &hub, name).await;
-                    }
-                });
+                for name in followed.keys().cloned() {
+                    spawn_load(&loads, &stream, &forming, &hub, name);
+                }
                 continue;
             }
         };
@@ -298,9 +300,12 @@ pub async fn follow_series(
                         Err(e) => crate::warn!("bus: cannot subscribe to {name}: {e}"),
                     }
                 }
-                // Off this loop: a slow read does not hold up other series.
-                let (stream, forming, hub) = (stream.clone(), forming.clone(), hub.clone());
-                tokio::spawn(async move { load(&stream, &forming, &hub, name).await });
+                spawn_load(&loads, &stream, &forming, &hub, name);
+            }
+            SeriesInterest::Reload(name) => {
+                if followed.contains_key(&name) {
+                    spawn_load(&loads, &stream, &forming, &hub, name);
+                }
             }
             SeriesInterest::Remove(name) => {
                 if let Some(task) = followed.remove(&name) {
@@ -309,6 +314,23 @@ pub async fn follow_series(
             }
         }
     }
+}
+
+/// Loads a series off the caller's loop (a slow read holds up nothing
+/// else), at most [`LOADS_AT_ONCE`] at a time.
+fn spawn_load(
+    loads: &std::sync::Arc<tokio::sync::Semaphore>,
+    stream: &jetstream::stream::Stream,
+    forming: &kv::Store,
+    hub: &HubHandle,
+    channel: String,
+) {
+    let (loads, stream, forming, hub) =
+        (loads.clone(), stream.clone(), forming.clone(), hub.clone());
+    tokio::spawn(async move {
+        let _turn = loads.acquire_owned().await;
+        load(&stream, &forming, &hub, channel).await;
+    });
 }
 
 /// Loads one series' stored bars into the hub (which then answers the

@@ -42,8 +42,9 @@ struct Slot {
 struct SymbolBars {
     /// Ever traded: from then on only trades make its bars.
     traded: bool,
-    /// The running total of `volume` (cumulative mode).
-    total: Option<f64>,
+    /// The running total of `volume` (cumulative mode), and the `ts` of the
+    /// tick that set it.
+    total: Option<(f64, u64)>,
     bid: Option<f64>,
     ask: Option<f64>,
     slots: Vec<Slot>,
@@ -94,21 +95,39 @@ impl Builder {
     }
 
     /// Goes on from a series' stored state (a restarted cluster ingest):
-    /// `seq` continues after `seq`, and a forming bar of the interval open
-    /// now carries on. A stored bar of trades marks the symbol as trading.
+    /// `seq` continues after `seq`, and a forming bar carries on — or, when
+    /// its interval ended while no ingest ran, goes out closed now (so the
+    /// history has it). A stored bar of trades marks the symbol as trading.
     pub fn resume(&mut self, symbol: u32, interval: usize, seq: u64, last: Option<Bar>) {
-        let now = self.clock;
-        let us = self.config.intervals[interval].us;
+        let current = self.current[interval];
         let s = self.symbol_mut(symbol);
         let slot = &mut s.slots[interval];
         slot.seq = slot.seq.max(seq);
-        if let Some(bar) = last {
-            s.traded |= bar.source == Source::Trades;
-            let open_now = now == 0 || bar.start == now / us * us;
-            if !bar.closed && open_now && slot.forming.is_none() {
-                s.slots[interval].forming = Some(bar);
-                self.forming[interval].push(symbol);
-            }
+        let Some(bar) = last else {
+            return;
+        };
+        s.traded |= bar.source == Source::Trades;
+        if bar.closed || slot.forming.is_some() {
+            return;
+        }
+        // Its `gseq` was the previous run's: this run gives its changes new ones.
+        let bar = Bar { gseq: 0, ..bar };
+        slot.forming = Some(bar);
+        if current > 0 && bar.start < current {
+            // Over already: close it as `advance` would have.
+            let mut closed = slot.forming.take().expect("just set");
+            slot.seq += 1;
+            closed.closed = true;
+            closed.seq = slot.seq;
+            self.out.push(Emit {
+                symbol,
+                interval,
+                bar: closed,
+            });
+        } else {
+            // Open now (or stamped ahead by another host's clock), or the
+            // clock has not started: `advance` closes it in time.
+            self.forming[interval].push(symbol);
         }
     }
 
@@ -126,8 +145,14 @@ impl Builder {
                 continue;
             }
             self.current[i] = current;
+            let mut still = Vec::new();
             for symbol in std::mem::take(&mut self.forming[i]) {
                 let slot = &mut self.symbols[symbol as usize].slots[i];
+                if slot.forming.is_some_and(|b| b.start >= current) {
+                    // Resumed from a bar of the interval open now.
+                    still.push(symbol);
+                    continue;
+                }
                 let Some(mut bar) = slot.forming.take() else {
                     continue;
                 };
@@ -141,6 +166,7 @@ impl Builder {
                     bar,
                 });
             }
+            self.forming[i] = still;
         }
     }
 
@@ -178,15 +204,24 @@ impl Builder {
         let size = match (mode, fields.volume) {
             (_, None) => 0.0,
             (VolumeMode::Trade, Some(v)) => v,
-            (VolumeMode::Cumulative, Some(v)) => {
-                let grew = match s.total {
-                    Some(total) if v >= total => v - total,
-                    Some(_) => v, // the total went down: a new session
-                    None => 0.0,  // the first total seen: the baseline
-                };
-                s.total = Some(v);
-                grew
-            }
+            (VolumeMode::Cumulative, Some(v)) => match s.total {
+                Some((total, _)) if v >= total => {
+                    s.total = Some((v, ts));
+                    v - total
+                }
+                // Lower and newer: the total started over (a new session).
+                Some((_, at)) if ts > at => {
+                    s.total = Some((v, ts));
+                    v
+                }
+                // Lower and older: a tick out of order, already counted.
+                Some(_) => 0.0,
+                // The first total seen: the baseline.
+                None => {
+                    s.total = Some((v, ts));
+                    0.0
+                }
+            },
         };
         let size = if size.is_finite() { size.max(0.0) } else { 0.0 };
         let price = match fields.last {
@@ -432,6 +467,20 @@ mod tests {
         let e = taken(&mut b);
         // baseline 0, +50, reset counts whole (20), +10
         assert_eq!(e.last().unwrap().bar.volume, 80.0);
+        // A lower total stamped before the one it follows is out of order, not a reset.
+        let mut b = builder(Clock::Feed, VolumeMode::Cumulative);
+        for (i, (v, ts)) in [(1000.0, 10), (1100.0, 30), (1050.0, 20), (1200.0, 40)]
+            .into_iter()
+            .enumerate()
+        {
+            b.on_tick(
+                0,
+                &trade(1.0, Some(v)),
+                5 * S + ts,
+                t0 + Duration::from_secs(i as u64),
+            );
+        }
+        assert_eq!(taken(&mut b).last().unwrap().bar.volume, 200.0);
         let mut b = builder(Clock::Feed, VolumeMode::Trade);
         for (i, v) in [100.0, 150.0].into_iter().enumerate() {
             b.on_tick(
@@ -442,6 +491,33 @@ mod tests {
             );
         }
         assert_eq!(taken(&mut b).last().unwrap().bar.volume, 250.0);
+    }
+
+    #[test]
+    fn a_resumed_bar_whose_interval_ended_goes_out_closed() {
+        let mut b = builder(Clock::Wall, VolumeMode::Trade);
+        b.advance(100 * S + 5);
+        let mut stored = Bar::open_at(98 * S, 10.0, Source::Trades);
+        stored.seq = 7;
+        b.resume(0, 0, 7, Some(stored));
+        let e = taken(&mut b);
+        assert_eq!(e.len(), 1);
+        assert!(e[0].bar.closed && e[0].bar.seq == 8 && e[0].bar.start == 98 * S);
+        // Before the clock starts, it waits for the first advance, which
+        // closes it if its interval is over and keeps it if not.
+        let mut b = builder(Clock::Wall, VolumeMode::Trade);
+        b.resume(0, 0, 7, Some(stored));
+        let mut open = Bar::open_at(100 * S, 10.0, Source::Trades);
+        open.seq = 3;
+        b.resume(1, 0, 3, Some(open));
+        assert!(taken(&mut b).is_empty());
+        b.advance(100 * S + 1);
+        let e = taken(&mut b);
+        assert_eq!(e.len(), 1);
+        assert!(e[0].bar.closed && e[0].bar.seq == 8 && e[0].symbol == 0);
+        b.advance(101 * S);
+        let e = taken(&mut b);
+        assert!(e[0].bar.closed && e[0].bar.seq == 4 && e[0].symbol == 1);
     }
 
     #[test]

@@ -38,10 +38,14 @@ impl Interval {
     /// `1s`, `15s`, `1m`, `5m`, `1h`, `1d`: a whole number and a unit; from
     /// 1 s to 7 days, a whole number of seconds.
     pub fn parse(s: &str) -> Result<Interval, String> {
+        let not = || format!("`{s}` is not an interval such as 1s, 1m, 5m, 1h, 1d");
         let unit = s.chars().last().ok_or("an empty interval")?;
-        let n: u64 = s[..s.len() - unit.len_utf8()]
-            .parse()
-            .map_err(|_| format!("`{s}` is not an interval such as 1s, 1m, 5m, 1h, 1d"))?;
+        let digits = &s[..s.len() - unit.len_utf8()];
+        // One spelling per interval (no `01m`, `+1m`): it names series on the wire.
+        if s.len() > 8 || digits.starts_with('0') || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(not());
+        }
+        let n: u64 = digits.parse().map_err(|_| not())?;
         let secs = match unit {
             's' => Some(n),
             'm' => n.checked_mul(60),

@@ -121,13 +121,16 @@ impl Series {
 }
 
 /// Puts `bar` in its place by start; an equal start keeps the newer `seq`.
+/// A bar followed by a newer one is over, whatever its copy here said (this
+/// copy missed its close): only the last may be forming.
 fn insert(bars: &mut VecDeque<Bar>, bar: Bar) -> bool {
-    match bars.back() {
+    match bars.back_mut() {
         None => {
             bars.push_back(bar);
             return true;
         }
         Some(last) if last.start < bar.start => {
+            last.closed = true;
             bars.push_back(bar);
             return true;
         }
@@ -135,12 +138,23 @@ fn insert(bars: &mut VecDeque<Bar>, bar: Bar) -> bool {
     }
     match bars.binary_search_by_key(&bar.start, |b| b.start) {
         Ok(i) if bars[i].seq < bar.seq => {
-            bars[i] = bar;
+            let over = bar.closed || i + 1 < bars.len();
+            bars[i] = Bar {
+                closed: over,
+                ..bar
+            };
             true
         }
         Ok(_) => false,
         Err(i) => {
-            bars.insert(i, bar);
+            // Older than the last: over.
+            bars.insert(
+                i,
+                Bar {
+                    closed: true,
+                    ..bar
+                },
+            );
             true
         }
     }
@@ -151,12 +165,6 @@ fn trim(bars: &mut VecDeque<Bar>, keep: usize) {
     let forming = usize::from(bars.back().is_some_and(|b| !b.closed));
     while bars.len() > keep + forming {
         bars.pop_front();
-    }
-    // A bar before a newer one is over, whatever it said (it closed while
-    // this copy missed the close); only the last may be forming.
-    let n = bars.len();
-    for b in bars.iter_mut().take(n.saturating_sub(1)) {
-        b.closed = true;
     }
 }
 
