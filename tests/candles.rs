@@ -760,3 +760,38 @@ async fn long_histories_for_clients_that_do_not_read_cost_a_bounded_amount() {
     }
     drop(idle);
 }
+
+#[tokio::test]
+async fn a_live_tick_stamped_in_a_closed_bar_is_late_for_it_only() {
+    let s = Server::start(&[
+        "--feed",
+        "tcp://127.0.0.1:0",
+        "--coalesce",
+        "10ms",
+        "--candle-intervals",
+        "1s,1d",
+    ]);
+    let mut p = s.publisher();
+    // Two seconds ago: that second's bar has closed; the day's is open
+    // (unless the day began in those two seconds: then it is late for both).
+    let ts = now_us() - 2 * S;
+    let same_day = ts / (86_400 * S) == now_us() / (86_400 * S);
+    p.tick(json!({"symbol":"LATE","last":5.0,"volume":10,"ts":ts}));
+    s.wait_metric("tickcast_candle_late_ticks_total{interval=\"1s\"}", |v| {
+        v == 1.0
+    })
+    .await;
+    s.wait_metric("tickcast_feed_ticks_total", |v| v == 1.0)
+        .await;
+    let day = candles(&s, "symbol=LATE&interval=1d").await;
+    let second = candles(&s, "symbol=LATE&interval=1s").await;
+    assert_eq!(second["bars"], json!([]), "a closed bar is final");
+    if same_day {
+        assert_eq!(day["bars"][0]["close"], 5.0, "{day}");
+        assert_eq!(
+            s.metric("tickcast_candle_late_ticks_total{interval=\"1d\"}")
+                .await,
+            0.0
+        );
+    }
+}
