@@ -1,10 +1,12 @@
 //! JSON, the default encoding: what protocol v1 speaks.
 //!
 //! The tick is fixed-shape, so it is written directly with `itoa`/`ryu`
-//! rather than through a generic serializer (see `benches/`); every other
-//! message goes through serde_json once per message.
+//! rather than through a generic serializer (see `benches/`); so are candle
+//! bars (a history holds hundreds); every other message goes through
+//! serde_json once per message.
 
 use super::Encoding;
+use crate::candle::bar::Bar;
 use crate::protocol::Message;
 use crate::tick::TickState;
 use bytes::BufMut;
@@ -26,9 +28,83 @@ impl Encoding for Json {
     }
 
     fn message(&self, m: &Message, out: &mut Vec<u8>) {
-        // Writing a `Value` into a Vec cannot fail.
-        let _ = serde_json::to_writer(out, &m.to_value());
+        match m {
+            Message::Candles {
+                symbol,
+                interval,
+                bars,
+                snapshot,
+            } => put_candles(out, symbol, interval, bars, *snapshot),
+            Message::Candle {
+                symbol,
+                interval,
+                bar,
+            } => {
+                out.put_slice(b"{\"type\":\"candle\",\"payload\":");
+                put_bar(out, Some((symbol, interval)), bar);
+                out.put_u8(b'}');
+            }
+            // Writing a `Value` into a Vec cannot fail.
+            _ => {
+                let _ = serde_json::to_writer(out, &m.to_value());
+            }
+        }
     }
+}
+
+/// Appends a `candles` message. `symbol` is a valid symbol and `interval` a
+/// served interval's name: neither needs escaping.
+fn put_candles(buf: &mut Vec<u8>, symbol: &str, interval: &str, bars: &[Bar], snapshot: bool) {
+    buf.reserve(64 + bars.len() * 160);
+    buf.put_slice(b"{\"type\":\"candles\",\"payload\":{\"symbol\":\"");
+    buf.put_slice(symbol.as_bytes());
+    buf.put_slice(b"\",\"interval\":\"");
+    buf.put_slice(interval.as_bytes());
+    buf.put_slice(b"\",\"bars\":[");
+    for (i, bar) in bars.iter().enumerate() {
+        if i > 0 {
+            buf.put_u8(b',');
+        }
+        put_bar(buf, None, bar);
+    }
+    buf.put_u8(b']');
+    if snapshot {
+        buf.put_slice(b",\"snapshot\":true");
+    }
+    buf.put_slice(b"}}");
+}
+
+/// Appends one bar's object, with its series' names when given.
+fn put_bar(buf: &mut impl BufMut, series: Option<(&str, &str)>, b: &Bar) {
+    buf.put_u8(b'{');
+    if let Some((symbol, interval)) = series {
+        buf.put_slice(b"\"symbol\":\"");
+        buf.put_slice(symbol.as_bytes());
+        buf.put_slice(b"\",\"interval\":\"");
+        buf.put_slice(interval.as_bytes());
+        buf.put_slice(b"\",");
+    }
+    buf.put_slice(b"\"seq\":");
+    put_u64(buf, b.seq);
+    buf.put_slice(b",\"start\":");
+    put_u64(buf, b.start);
+    for (name, v) in [
+        (&b",\"open\":"[..], b.open),
+        (b",\"high\":", b.high),
+        (b",\"low\":", b.low),
+        (b",\"close\":", b.close),
+        (b",\"volume\":", b.volume),
+    ] {
+        buf.put_slice(name);
+        put_number(buf, v);
+    }
+    buf.put_slice(b",\"trades\":");
+    put_u64(buf, u64::from(b.trades));
+    buf.put_slice(b",\"source\":\"");
+    buf.put_slice(b.source.as_str().as_bytes());
+    buf.put_slice(b"\",\"closed\":");
+    buf.put_slice(if b.closed { b"true" } else { b"false" });
+    buf.put_u8(b'}');
 }
 
 /// Appends a whole `tick` message (`{"type":"tick","payload":{…}}`). `symbol`
@@ -125,6 +201,37 @@ mod tests {
         let mut out = Vec::new();
         Json.tick(symbol, t, snapshot, &mut out);
         String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn candles_written_directly_are_the_messages_json_value() {
+        let mut a = Bar::open_at(60_000_000, 189.1, crate::candle::bar::Source::Trades);
+        a.trade(189.25, 1200.0);
+        a.seq = 7;
+        a.closed = true;
+        let mut b = Bar::open_at(120_000_000, 1.08545, crate::candle::bar::Source::Mid);
+        b.price(-0.5);
+        b.seq = 9;
+        for m in [
+            Message::Candles {
+                symbol: "FX:EUR/USD".into(),
+                interval: "1m".into(),
+                bars: vec![a, b],
+                snapshot: true,
+            },
+            Message::Candles {
+                symbol: "A".into(),
+                interval: "1s".into(),
+                bars: vec![],
+                snapshot: false,
+            },
+            Message::candle("AAPL@1m", &a),
+        ] {
+            let mut out = Vec::new();
+            Json.message(&m, &mut out);
+            let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+            assert_eq!(v, m.to_value(), "{}", String::from_utf8_lossy(&out));
+        }
     }
 
     #[test]

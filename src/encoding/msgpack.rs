@@ -9,6 +9,7 @@
 //! through `rmp-serde` from the same value the JSON encoding writes.
 
 use super::Encoding;
+use crate::candle::bar::Bar;
 use crate::protocol::Message;
 use crate::tick::TickState;
 
@@ -29,9 +30,82 @@ impl Encoding for MsgPack {
     }
 
     fn message(&self, m: &Message, out: &mut Vec<u8>) {
-        // Writing a `Value` into a Vec cannot fail.
-        let _ = rmp_serde::encode::write_named(out, &m.to_value());
+        use rmp::encode::{write_array_len, write_bool, write_map_len, write_str};
+        match m {
+            Message::Candles {
+                symbol,
+                interval,
+                bars,
+                snapshot,
+            } => {
+                let _ = write_map_len(out, 2);
+                let _ = write_str(out, "type");
+                let _ = write_str(out, "candles");
+                let _ = write_str(out, "payload");
+                let _ = write_map_len(out, 3 + u32::from(*snapshot));
+                let _ = write_str(out, "symbol");
+                let _ = write_str(out, symbol);
+                let _ = write_str(out, "interval");
+                let _ = write_str(out, interval);
+                let _ = write_str(out, "bars");
+                let _ = write_array_len(out, bars.len() as u32);
+                for bar in bars {
+                    put_bar(out, None, bar);
+                }
+                if *snapshot {
+                    let _ = write_str(out, "snapshot");
+                    let _ = write_bool(out, true);
+                }
+            }
+            Message::Candle {
+                symbol,
+                interval,
+                bar,
+            } => {
+                let _ = write_map_len(out, 2);
+                let _ = write_str(out, "type");
+                let _ = write_str(out, "candle");
+                let _ = write_str(out, "payload");
+                put_bar(out, Some((symbol, interval)), bar);
+            }
+            // Writing a `Value` into a Vec cannot fail.
+            _ => {
+                let _ = rmp_serde::encode::write_named(out, &m.to_value());
+            }
+        }
     }
+}
+
+/// One bar's map (as its JSON), with its series' names when given.
+fn put_bar(out: &mut Vec<u8>, series: Option<(&str, &str)>, b: &Bar) {
+    use rmp::encode::{write_bool, write_map_len, write_str, write_uint};
+    let _ = write_map_len(out, 10 + if series.is_some() { 2 } else { 0 });
+    if let Some((symbol, interval)) = series {
+        let _ = write_str(out, "symbol");
+        let _ = write_str(out, symbol);
+        let _ = write_str(out, "interval");
+        let _ = write_str(out, interval);
+    }
+    let _ = write_str(out, "seq");
+    let _ = write_uint(out, b.seq);
+    let _ = write_str(out, "start");
+    let _ = write_uint(out, b.start);
+    for (name, v) in [
+        ("open", b.open),
+        ("high", b.high),
+        ("low", b.low),
+        ("close", b.close),
+        ("volume", b.volume),
+    ] {
+        let _ = write_str(out, name);
+        put_number(out, v);
+    }
+    let _ = write_str(out, "trades");
+    let _ = write_uint(out, u64::from(b.trades));
+    let _ = write_str(out, "source");
+    let _ = write_str(out, b.source.as_str());
+    let _ = write_str(out, "closed");
+    let _ = write_bool(out, b.closed);
 }
 
 /// Writes into a Vec, which cannot fail.
@@ -149,10 +223,23 @@ mod tests {
 
     #[test]
     fn messages_are_maps_of_the_json_value() {
-        let m = Message::Pong { id: Some(3), ts: 5 };
-        let mut out = Vec::new();
-        MsgPack.message(&m, &mut out);
-        let v: serde_json::Value = rmp_serde::from_slice(&out).unwrap();
-        assert_eq!(v, m.to_value());
+        let mut bar = Bar::open_at(60_000_000, 189.1, crate::candle::bar::Source::Trades);
+        bar.trade(-2.0, 1200.0);
+        bar.seq = 7;
+        for m in [
+            Message::Pong { id: Some(3), ts: 5 },
+            Message::Candles {
+                symbol: "AAPL".into(),
+                interval: "1m".into(),
+                bars: vec![bar, bar],
+                snapshot: true,
+            },
+            Message::candle("AAPL@1m", &bar),
+        ] {
+            let mut out = Vec::new();
+            MsgPack.message(&m, &mut out);
+            let v: serde_json::Value = rmp_serde::from_slice(&out).unwrap();
+            assert_eq!(v, m.to_value());
+        }
     }
 }

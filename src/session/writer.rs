@@ -65,6 +65,42 @@ struct HistoryAsk {
 /// most about this much, not megabytes per request.
 pub const HISTORY_BUDGET: usize = 256 << 10;
 
+/// Bars of history a connection is sent per second at most (a bucket this
+/// deep): a chart's few histories go at once, while a client that asks for
+/// hundreds of long ones again and again gets them at this pace instead of
+/// making its writer encode without end (a small request, a large answer).
+pub const HISTORY_BARS_PER_SECOND: f64 = 20_000.0;
+
+/// A connection's allowance of history bars (see [`HISTORY_BARS_PER_SECOND`]).
+struct HistoryRate {
+    bars: f64,
+    at: Instant,
+}
+
+impl HistoryRate {
+    fn new() -> HistoryRate {
+        HistoryRate {
+            bars: HISTORY_BARS_PER_SECOND,
+            at: Instant::now(),
+        }
+    }
+
+    /// Takes `n` bars now, or says when there will be enough (a history
+    /// larger than the whole bucket goes once the bucket is full).
+    fn take(&mut self, n: usize, now: Instant) -> Result<(), Instant> {
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        self.bars = (self.bars + elapsed * HISTORY_BARS_PER_SECOND).min(HISTORY_BARS_PER_SECOND);
+        self.at = now;
+        let need = (n as f64).min(HISTORY_BARS_PER_SECOND);
+        if self.bars >= need {
+            self.bars -= n as f64;
+            return Ok(());
+        }
+        let wait = (need - self.bars) / HISTORY_BARS_PER_SECOND;
+        Err(now + Duration::from_secs_f64(wait))
+    }
+}
+
 /// At most one update of a symbol per `every` for this client: an update
 /// that comes sooner waits (replacing any that waited before it), and the
 /// latest one always leaves when its turn comes.
@@ -146,6 +182,9 @@ struct Writer {
     next_turn: Option<Instant>,
     /// Candle series whose history waits for its turn, in the order asked.
     histories: VecDeque<u32>,
+    history_rate: HistoryRate,
+    /// When the next waiting history may go (the rate), if it must wait.
+    history_at: Option<Instant>,
 }
 
 /// Ends the connection when the writer ends, however it ends (a panic
@@ -188,6 +227,8 @@ pub async fn run(
         paced_waiting: 0,
         next_turn: None,
         histories: VecDeque::new(),
+        history_rate: HistoryRate::new(),
+        history_at: None,
     };
     serve(w, guard.link, grace).await;
     guard.done = true;
@@ -232,8 +273,11 @@ async fn serve(mut w: Writer, link: &mut dyn Link, grace: Duration) {
             // Keep an idle connection small.
             w.pending.frames = VecDeque::new();
         }
-        if !woken && w.histories.is_empty() {
-            match w.next_turn {
+        // Histories that wait only for the link to drain go at once; those
+        // that wait for the rate, at their time.
+        let histories_now = !w.histories.is_empty() && w.history_at.is_none();
+        if !woken && !histories_now {
+            match [w.next_turn, w.history_at].into_iter().flatten().min() {
                 None => w.outbox.signal.wait().await,
                 Some(at) => {
                     // Paced updates wait for their turn: the only timer a
@@ -369,6 +413,8 @@ impl Writer {
     /// than [`HISTORY_BUDGET`] waits for the link; the others wait for the
     /// next pass (the writer comes back once what is pending is written).
     fn send_histories(&mut self) {
+        self.history_at = None;
+        let now = Instant::now();
         let mut budget = HISTORY_BUDGET.saturating_sub(self.pending.bytes());
         while budget > 0 {
             let Some(id) = self.histories.pop_front() else {
@@ -385,6 +431,13 @@ impl Writer {
                 (None, Some(gseq)) => series.after_gseq(gseq),
                 (None, None) => series.history(ask.limit, None),
             };
+            if let Err(at) = self.history_rate.take(read.bars.len(), now) {
+                // Not yet: it waits, first in line, and is read again then.
+                sub.history = Some(ask);
+                self.histories.push_front(id);
+                self.history_at = Some(at);
+                return;
+            }
             // A resume that missed nothing gets nothing.
             if !read.bars.is_empty() || (ask.since.is_none() && ask.after.is_none()) {
                 let m = Message::Candles {
