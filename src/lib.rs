@@ -19,6 +19,10 @@
 //!   stalls the publisher's socket instead of dropping ticks.
 //! * [`coalesce`] is the per-symbol leading-edge window that merges fields and
 //!   assigns `seq`.
+//! * [`candle`] makes OHLCV bars from every tick before that window (the
+//!   hub runs its builder), keeps each series' bounded history, and hands
+//!   bar changes to the hub as values of a channel named `SYMBOL@INTERVAL`,
+//!   delivered like ticks (histories by the writer, `/candles` over HTTP).
 //! * [`hub`] is the single thread that owns the coalescer and the subscriber
 //!   registry. Each update becomes a [`latest::Latest`] (a value) pushed, as a
 //!   shared `Arc`, into the lock-free queue of every subscriber of that symbol

@@ -55,8 +55,22 @@ impl Encoding for Json {
 /// Appends a `candles` message. `symbol` is a valid symbol and `interval` a
 /// served interval's name: neither needs escaping.
 fn put_candles(buf: &mut Vec<u8>, symbol: &str, interval: &str, bars: &[Bar], snapshot: bool) {
+    buf.put_slice(b"{\"type\":\"candles\",\"payload\":");
+    put_candles_payload(buf, symbol, interval, bars, snapshot);
+    buf.put_u8(b'}');
+}
+
+/// Appends a `candles` payload (`{"symbol":…,"interval":…,"bars":[…]}`),
+/// as `/candles` answers too.
+pub fn put_candles_payload(
+    buf: &mut Vec<u8>,
+    symbol: &str,
+    interval: &str,
+    bars: &[Bar],
+    snapshot: bool,
+) {
     buf.reserve(64 + bars.len() * 160);
-    buf.put_slice(b"{\"type\":\"candles\",\"payload\":{\"symbol\":\"");
+    buf.put_slice(b"{\"symbol\":\"");
     buf.put_slice(symbol.as_bytes());
     buf.put_slice(b"\",\"interval\":\"");
     buf.put_slice(interval.as_bytes());
@@ -71,7 +85,7 @@ fn put_candles(buf: &mut Vec<u8>, symbol: &str, interval: &str, bars: &[Bar], sn
     if snapshot {
         buf.put_slice(b",\"snapshot\":true");
     }
-    buf.put_slice(b"}}");
+    buf.put_u8(b'}');
 }
 
 /// Appends one bar's object, with its series' names when given.

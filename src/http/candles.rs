@@ -117,7 +117,8 @@ async fn body(req: &Request<Incoming>, state: &AppState) -> Reply {
             .and_then(|slot| slot.series.as_ref().map(|s| s.history(a.limit, a.end).bars))
             .unwrap_or_default(),
     };
-    let bars: Vec<serde_json::Value> = bars.iter().map(|b| b.to_value(None)).collect();
-    let body = serde_json::json!({"symbol": a.symbol, "interval": a.interval, "bars": bars});
-    reply(StatusCode::OK, "application/json", body.to_string())
+    // The same bytes as a subscription's history (keys in the same order).
+    let mut body = Vec::new();
+    crate::encoding::json::put_candles_payload(&mut body, &a.symbol, &a.interval, &bars, false);
+    reply(StatusCode::OK, "application/json", body)
 }
