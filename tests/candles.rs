@@ -243,6 +243,17 @@ fn write_replay(lines: &[Line]) -> (tempfile::TempDir, String) {
     (dir, feed)
 }
 
+/// A server replaying `lines` as fast as it can, once it has read them all.
+async fn replay_server(lines: &[Line], flags: &[&str]) -> (Server, tempfile::TempDir) {
+    let (dir, feed) = write_replay(lines);
+    let mut all = vec!["--feed", &feed, "--replay-speed", "0"];
+    all.extend_from_slice(flags);
+    let s = Server::start(&all);
+    s.wait_metric("tickcast_feed_ticks_total", |v| v == lines.len() as f64)
+        .await;
+    (s, dir)
+}
+
 fn as_expected(b: &Value) -> Expected {
     let f = |k: &str| b[k].as_f64().unwrap();
     (
@@ -268,19 +279,11 @@ async fn candles(s: &Server, query: &str) -> Value {
 #[tokio::test]
 async fn bars_of_a_replay_match_bars_computed_independently() {
     let lines = replay_lines();
-    let (_dir, feed) = write_replay(&lines);
-    let s = Server::start(&[
-        "--feed",
-        &feed,
-        "--replay-speed",
-        "0",
-        "--coalesce",
-        "10ms",
-        "--candle-intervals",
-        "1s,5s",
-    ]);
-    s.wait_metric("tickcast_feed_ticks_total", |v| v == lines.len() as f64)
-        .await;
+    let (s, _dir) = replay_server(
+        &lines,
+        &["--coalesce", "10ms", "--candle-intervals", "1s,5s"],
+    )
+    .await;
     for (interval, us) in [("1s", S), ("5s", 5 * S)] {
         let (want, late) = expected_bars(&lines, us);
         assert_eq!(
@@ -709,19 +712,11 @@ async fn long_histories_for_clients_that_do_not_read_cost_a_bounded_amount() {
             });
         }
     }
-    let (_dir, feed) = write_replay(&lines);
-    let s = Server::start(&[
-        "--feed",
-        &feed,
-        "--replay-speed",
-        "0",
-        "--candle-intervals",
-        "1s",
-        "--send-buffer",
-        "4096",
-    ]);
-    s.wait_metric("tickcast_feed_ticks_total", |v| v == lines.len() as f64)
-        .await;
+    let (s, _dir) = replay_server(
+        &lines,
+        &["--candle-intervals", "1s", "--send-buffer", "4096"],
+    )
+    .await;
     let series: Vec<String> = (0..SYMBOLS).map(|i| format!("H{i:02}@1s")).collect();
     let subscribe =
         json!({"type":"subscribe","id":1,"payload":{"candles":series,"limit":1000}}).to_string();

@@ -155,15 +155,7 @@ pub async fn publish_bars(
 
 /// Ingest, at start: every series' newest bar, to go on from.
 pub async fn load_newest(forming: &kv::Store) -> Result<Vec<(Symbol, String, Bar)>, String> {
-    let mut keys = forming.keys().await.map_err(|e| format!("KV keys: {e}"))?;
-    let mut out = Vec::new();
-    while let Some(key) = keys.next().await {
-        let Ok(key) = key else { continue };
-        if let Ok(Some(value)) = forming.get(&key).await {
-            out.extend(decode(&value));
-        }
-    }
-    Ok(out)
+    super::values(forming, decode).await
 }
 
 /// A series' stored bars: its closed bars in the stream (oldest first) and

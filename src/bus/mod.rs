@@ -210,6 +210,14 @@ pub async fn epoch(store: &kv::Store) -> Option<u64> {
 
 /// Every symbol's last value in the bucket.
 pub async fn load_all(store: &kv::Store) -> Result<Vec<Update>, String> {
+    values(store, decode).await
+}
+
+/// Every value of a bucket that `decode` reads (the others are skipped).
+pub(crate) async fn values<T>(
+    store: &kv::Store,
+    decode: impl Fn(&[u8]) -> Option<T>,
+) -> Result<Vec<T>, String> {
     let mut keys = store.keys().await.map_err(|e| format!("KV keys: {e}"))?;
     let mut out = Vec::new();
     while let Some(key) = keys.next().await {

@@ -11,15 +11,7 @@ use hyper::body::Incoming;
 use hyper::{Request, StatusCode};
 
 pub async fn answer(req: &Request<Incoming>, state: &AppState) -> Reply {
-    if !state.origins.allows(req.headers()) {
-        return text(
-            StatusCode::FORBIDDEN,
-            "origin not allowed (--allowed-origins)",
-        );
-    }
-    let mut r = body(req, state).await;
-    origin::add_cors(&mut r, req.headers());
-    r
+    origin::cors(req, state, body(req, state)).await
 }
 
 /// What a request asks for, checked.

@@ -80,6 +80,24 @@ fn same_origin(origin: &str, headers: &HeaderMap) -> bool {
     matches!((authority, host), (Some(a), Some(h)) if a.eq_ignore_ascii_case(h))
 }
 
+/// A page's read (`/snapshot`, `/candles`): 403 for an origin not allowed
+/// (without running `answer`), else `answer` with CORS headers.
+pub async fn cors(
+    req: &hyper::Request<hyper::body::Incoming>,
+    state: &super::AppState,
+    answer: impl std::future::Future<Output = super::Reply>,
+) -> super::Reply {
+    if !state.origins.allows(req.headers()) {
+        return super::text(
+            hyper::StatusCode::FORBIDDEN,
+            "origin not allowed (--allowed-origins)",
+        );
+    }
+    let mut r = answer.await;
+    add_cors(&mut r, req.headers());
+    r
+}
+
 /// Adds CORS headers for an allowed `Origin` (the caller has checked it).
 pub fn add_cors<B>(response: &mut Response<B>, request: &HeaderMap) {
     let Some(origin) = request.get(header::ORIGIN) else {

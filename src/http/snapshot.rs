@@ -41,15 +41,7 @@ pub fn preflight(req: &Request<Incoming>, state: &AppState) -> Reply {
 }
 
 pub async fn answer(req: &Request<Incoming>, state: &AppState) -> Reply {
-    if !state.origins.allows(req.headers()) {
-        return text(
-            StatusCode::FORBIDDEN,
-            "origin not allowed (--allowed-origins)",
-        );
-    }
-    let mut r = body(req, state).await;
-    origin::add_cors(&mut r, req.headers());
-    r
+    origin::cors(req, state, body(req, state)).await
 }
 
 async fn body(req: &Request<Incoming>, state: &AppState) -> Reply {
