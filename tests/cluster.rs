@@ -45,12 +45,21 @@ impl Nats {
             ])
             .arg(store)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(store.join("nats.log")).unwrap())
             .spawn()
             .expect("nats-server is installed by scripts/test (Debian package nats-server)");
+        let mut child = child;
         let deadline = Instant::now() + WAIT;
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "nats-server did not start");
+            let log = || std::fs::read_to_string(store.join("nats.log")).unwrap_or_default();
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("nats-server exited ({status}):\n{}", log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "nats-server did not start:\n{}",
+                log()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         child
@@ -105,8 +114,12 @@ impl Nats {
         let _ = self.child.wait();
     }
 
+    /// Stops and starts it again on the same client port, its store kept.
+    /// The monitoring port is a new one: while NATS was down another test
+    /// may have been given the old one.
     fn restart(&mut self) {
         self.stop();
+        self.monitor = free_port();
         self.child = Self::spawn(self.port, self.monitor, self.dir.path());
     }
 }
