@@ -93,7 +93,7 @@ pub fn client_message(data: &[u8]) {
                     let config = series_config();
                     for name in candles {
                         if let Ok((symbol, i)) = config.channel(name) {
-                            assert!(crate::symbol::is_valid(&symbol));
+                            assert!(crate::symbol::is_valid(symbol));
                             assert!(name.ends_with(&*config.intervals[i].name));
                         }
                     }

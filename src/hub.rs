@@ -482,9 +482,7 @@ impl Hub {
     pub fn on_batch(&mut self, batch: &Batch) {
         let (now, pub_us) = (Instant::now(), now_us());
         if let Some(b) = self.builder.as_mut() {
-            if b.config().clock == crate::candle::Clock::Wall {
-                b.advance(pub_us);
-            }
+            b.wall_clock(pub_us);
         }
         let mut delays = LocalHistogram::default();
         let mut refused = 0;
@@ -633,9 +631,7 @@ impl Hub {
         }
         self.releases = releases;
         if let Some(b) = self.builder.as_mut() {
-            if b.config().clock == crate::candle::Clock::Wall {
-                b.advance(pub_us);
-            }
+            b.wall_clock(pub_us);
             b.release_due(now);
             self.publish_bars();
         }
@@ -666,11 +662,7 @@ impl Hub {
             METRICS.rejected(RejectReason::SymbolLimit);
             return;
         };
-        let held = self.entries[id as usize]
-            .as_ref()
-            .and_then(|e| e.slot.latest.load().as_ref().map(|l| l.seq()))
-            .unwrap_or(0);
-        if u.state.seq <= held {
+        if u.state.seq <= self.held_seq(id) {
             return;
         }
         if let Some(state) = self.remote.offer(id, u.state, now) {
@@ -773,11 +765,7 @@ impl Hub {
     /// Publishes the remote updates whose window has passed.
     fn release_remote(&mut self, now: Instant) {
         while let Some((id, state)) = self.remote.due(now) {
-            let held = self.entries[id as usize]
-                .as_ref()
-                .and_then(|e| e.slot.latest.load().as_ref().map(|l| l.seq()))
-                .unwrap_or(0);
-            if state.seq > held {
+            if state.seq > self.held_seq(id) {
                 self.publish(id, state);
             }
         }
@@ -972,18 +960,12 @@ impl Hub {
                 reply.added.insert(sid);
                 entry.subscribers.add(&c.outbox);
                 METRICS.subscriptions.add(1);
-                if entry.subscribers.list.len() == 1 && entry.slot.series.is_some() {
-                    if let Some(interest) = &self.series_interest {
-                        // Its history is on the bus: the reply waits for it.
-                        let _ = interest.send(SeriesInterest::Add(name.clone()));
-                        self.refreshing.insert(sid);
-                    }
-                } else if entry.subscribers.list.len() == 1 {
-                    if let (Some(interest), Some(symbol)) = (&self.interest, Symbol::new(name)) {
-                        // This node's copy may be stale: the reply waits for the bus.
-                        let _ = interest.send(Interest::Add(symbol));
-                        self.refreshing.insert(sid);
-                    }
+                // This node's copy of a symbol may be stale, and a series'
+                // history is on the bus: the reply waits for the bus.
+                if entry.subscribers.list.len() == 1
+                    && tell_bus(&self.interest, &self.series_interest, &entry.slot, true)
+                {
+                    self.refreshing.insert(sid);
                 }
             }
             let since = since.get(name).copied();
@@ -1143,15 +1125,8 @@ impl Hub {
     fn drop_subscriber(&mut self, sid: u32, client: u64) {
         if let Some(e) = self.entries[sid as usize].as_mut() {
             e.subscribers.remove(client);
-            if e.subscribers.list.is_empty() && e.slot.series.is_some() {
-                if let Some(interest) = &self.series_interest {
-                    let _ = interest.send(SeriesInterest::Remove(e.slot.name.to_string()));
-                }
-            } else if e.subscribers.list.is_empty() {
-                if let (Some(interest), Some(symbol)) = (&self.interest, Symbol::new(&e.slot.name))
-                {
-                    let _ = interest.send(Interest::Remove(symbol));
-                }
+            if e.subscribers.list.is_empty() {
+                tell_bus(&self.interest, &self.series_interest, &e.slot, false);
             }
         }
         self.forget_if_unused(sid);
@@ -1182,6 +1157,38 @@ impl Hub {
             });
         }
     }
+}
+
+/// Tells the bus that `slot` got its first client here (`first`) or lost
+/// its last: a candle series to the series follower, a symbol to the
+/// per-symbol follower, when this node has one. Returns whether one was told.
+fn tell_bus(
+    symbols: &Option<tokio::sync::mpsc::UnboundedSender<Interest>>,
+    series: &Option<tokio::sync::mpsc::UnboundedSender<SeriesInterest>>,
+    slot: &SymbolSlot,
+    first: bool,
+) -> bool {
+    if slot.series.is_some() {
+        let Some(series) = series else {
+            return false;
+        };
+        let name = slot.name.to_string();
+        let _ = series.send(if first {
+            SeriesInterest::Add(name)
+        } else {
+            SeriesInterest::Remove(name)
+        });
+        return true;
+    }
+    let (Some(symbols), Some(symbol)) = (symbols, Symbol::new(&slot.name)) else {
+        return false;
+    };
+    let _ = symbols.send(if first {
+        Interest::Add(symbol)
+    } else {
+        Interest::Remove(symbol)
+    });
+    true
 }
 
 #[cfg(test)]

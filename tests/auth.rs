@@ -3,25 +3,13 @@
 mod common;
 use common::*;
 use serde_json::json;
-use std::process::Command;
 use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 const SECRET: &str = "test-secret-0123456789";
 
 fn token(args: &[&str]) -> String {
-    let out = Command::new(binary())
-        .arg("token")
-        .args(args)
-        .env("TICKCAST_AUTH_SECRET", SECRET)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
+    cli_token(SECRET, args)
 }
 
 fn server(extra: &[&str]) -> Server {
@@ -58,14 +46,7 @@ async fn header_tokens_are_accepted_and_bad_ones_refused_before_upgrade() {
     let mut c = Client::try_connect(req).await.expect("accepted");
     c.expect_type("welcome").await;
 
-    let other = {
-        let out = Command::new(binary())
-            .args(["token", "--sub", "mallory"])
-            .env("TICKCAST_AUTH_SECRET", "another-secret")
-            .output()
-            .unwrap();
-        String::from_utf8(out.stdout).unwrap().trim().to_string()
-    };
+    let other = cli_token("another-secret", &["--sub", "mallory"]);
     for bad in [other.as_str(), "garbage", "a.b.c"] {
         assert_eq!(
             upgrade_status(&s, "/ws", &[("Authorization", &format!("Bearer {bad}"))]).await,

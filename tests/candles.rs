@@ -206,19 +206,9 @@ fn replay_lines() -> Vec<Line> {
     lines
 }
 
-/// A one-time token from `tickcast token`.
+/// A one-time token for `sub`, entitled to `symbols`.
 fn make_token(secret: &str, sub: &str, symbols: &[&str]) -> String {
-    let out = std::process::Command::new(binary())
-        .args(["token", "--sub", sub, "--symbols", &symbols.join(",")])
-        .env("TICKCAST_AUTH_SECRET", secret)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
+    cli_token(secret, &["--sub", sub, "--symbols", &symbols.join(",")])
 }
 
 fn write_replay(lines: &[Line]) -> (tempfile::TempDir, String) {

@@ -269,12 +269,7 @@ async fn a_refused_token_gives_its_place_in_the_rate_back() {
             RawWs::handshake(stream, "/ws", &[("Authorization", "Bearer not.a.token")]).await;
         assert_eq!(refused.err().map(|e| e.0), Some(401));
     }
-    let out = std::process::Command::new(binary())
-        .args(["token", "--sub", "alice"])
-        .env("TICKCAST_AUTH_SECRET", SECRET)
-        .output()
-        .unwrap();
-    let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let token = cli_token(SECRET, &["--sub", "alice"]);
     let bearer = format!("Bearer {token}");
     let stream = TcpStream::connect(s.addr).await.unwrap();
     assert!(

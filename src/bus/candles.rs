@@ -167,7 +167,7 @@ pub async fn load_series(
     interval: &str,
 ) -> Result<Vec<Bar>, String> {
     let mut bars = Vec::new();
-    let consumer = stream
+    let mut consumer = stream
         .create_consumer(jetstream::consumer::pull::OrderedConfig {
             filter_subject: stored_subject(interval, symbol),
             deliver_policy: jetstream::consumer::DeliverPolicy::All,
@@ -175,7 +175,6 @@ pub async fn load_series(
         })
         .await
         .map_err(|e| format!("consumer: {e}"))?;
-    let mut consumer = consumer;
     let pending = consumer
         .info()
         .await
@@ -272,22 +271,15 @@ pub async fn follow_series(
                 };
                 if !followed.contains_key(&name) {
                     match client.subscribe(live_subject(interval, symbol)).await {
-                        Ok(mut sub) => {
-                            let hub = hub.clone();
+                        Ok(sub) => {
                             let channel = name.clone();
-                            followed.insert(
-                                name.clone(),
-                                tokio::spawn(async move {
-                                    while let Some(msg) = sub.next().await {
-                                        if let Some((_, _, bar)) = decode(&msg.payload) {
-                                            hub.send(Command::RemoteBar {
-                                                channel: channel.clone(),
-                                                bar,
-                                            });
-                                        }
-                                    }
-                                }),
-                            );
+                            let task = super::forward(sub, hub.clone(), move |payload| {
+                                decode(payload).map(|(_, _, bar)| Command::RemoteBar {
+                                    channel: channel.clone(),
+                                    bar,
+                                })
+                            });
+                            followed.insert(name.clone(), task);
                         }
                         Err(e) => crate::warn!("bus: cannot subscribe to {name}: {e}"),
                     }

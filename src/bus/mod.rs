@@ -178,6 +178,23 @@ pub async fn receive_updates_when_ready(
     .await
 }
 
+/// Hands what a subscription receives to the hub, as `command` reads it
+/// (what it cannot read is dropped), until the subscription ends; aborting
+/// the task unsubscribes.
+pub(crate) fn forward(
+    mut sub: async_nats::Subscriber,
+    hub: HubHandle,
+    command: impl Fn(&[u8]) -> Option<Command> + Send + 'static,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        while let Some(msg) = sub.next().await {
+            if let Some(c) = command(&msg.payload) {
+                hub.send(c);
+            }
+        }
+    })
+}
+
 /// Runs `attempt` until it succeeds, a second apart, logging a failure at
 /// most every 10 s.
 pub(crate) async fn retry<T, F, Fut>(what: &str, mut attempt: F) -> T
@@ -288,20 +305,15 @@ pub async fn receive_updates(
 ) -> Result<(), String> {
     // Subscribe first: an update between the load and the subscription is not lost
     // (the hub keeps whichever is newer).
-    let mut sub = client
+    let sub = client
         .subscribe("tickcast.tick.*")
         .await
         .map_err(|e| format!("subscribe: {e}"))?;
     for u in load_all(&store).await? {
         hub.send(Command::Remote(u));
     }
-    let follower = hub.clone();
-    tokio::spawn(async move {
-        while let Some(msg) = sub.next().await {
-            if let Some(u) = decode(&msg.payload) {
-                follower.send(Command::Remote(u));
-            }
-        }
+    forward(sub, hub.clone(), |payload| {
+        decode(payload).map(Command::Remote)
     });
     tokio::spawn(async move {
         let mut reconnects = reconnects;
@@ -363,14 +375,9 @@ pub async fn follow_interest(
             Interest::Add(symbol) => {
                 if let std::collections::hash_map::Entry::Vacant(slot) = followed.entry(symbol) {
                     match client.subscribe(subject(symbol.as_str())).await {
-                        Ok(mut sub) => {
-                            let hub = hub.clone();
-                            slot.insert(tokio::spawn(async move {
-                                while let Some(msg) = sub.next().await {
-                                    if let Some(u) = decode(&msg.payload) {
-                                        hub.send(Command::Remote(u));
-                                    }
-                                }
+                        Ok(sub) => {
+                            slot.insert(forward(sub, hub.clone(), |payload| {
+                                decode(payload).map(Command::Remote)
                             }));
                         }
                         Err(e) => crate::warn!("bus: cannot subscribe to {symbol}: {e}"),

@@ -14,7 +14,7 @@ use crate::metrics::METRICS;
 use crate::tick::Fields;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// A bar's new state, to publish on its series.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -78,10 +78,6 @@ impl Builder {
         }
     }
 
-    pub fn config(&self) -> &CandleConfig {
-        &self.config
-    }
-
     fn symbol_mut(&mut self, id: u32) -> &mut SymbolBars {
         let i = id as usize;
         if i >= self.symbols.len() {
@@ -131,8 +127,15 @@ impl Builder {
         }
     }
 
-    /// Moves the bar clock (live feeds: the server's clock, each pass of
-    /// the hub); bars whose interval has ended close.
+    /// The server's clock, read by the hub on each pass: it moves a live
+    /// feed's bar clock (a replay's moves with its ticks' `ts`).
+    pub fn wall_clock(&mut self, now_us: u64) {
+        if self.config.clock == Clock::Wall {
+            self.advance(now_us);
+        }
+    }
+
+    /// Moves the bar clock; bars whose interval has ended close.
     pub fn advance(&mut self, now_us: u64) {
         if now_us <= self.clock {
             return;
@@ -318,11 +321,6 @@ impl Builder {
     pub fn take(&mut self, into: &mut Vec<Emit>) {
         into.append(&mut self.out);
     }
-
-    /// The window between a forming bar's updates.
-    pub fn window(&self) -> Duration {
-        self.config.window
-    }
 }
 
 /// The forming bar of `slot` under the series' next `seq`.
@@ -341,6 +339,7 @@ fn emit(symbol: u32, interval: usize, slot: &mut Slot) -> Emit {
 mod tests {
     use super::*;
     use crate::candle::parse_intervals;
+    use std::time::Duration;
 
     const S: u64 = 1_000_000;
 

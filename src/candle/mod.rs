@@ -126,12 +126,12 @@ impl CandleConfig {
 
     /// The channel of a series, if `name` is `SYMBOL@INTERVAL` with a valid
     /// symbol and an interval served here.
-    pub fn channel(&self, name: &str) -> Result<(String, usize), ChannelError> {
+    pub fn channel<'a>(&self, name: &'a str) -> Result<(&'a str, usize), ChannelError> {
         let (symbol, interval) = split(name).ok_or(ChannelError::Invalid)?;
         let i = self
             .interval(interval)
             .ok_or(ChannelError::UnknownInterval)?;
-        Ok((symbol.to_string(), i))
+        Ok((symbol, i))
     }
 }
 
@@ -154,11 +154,6 @@ pub fn split(name: &str) -> Option<(&str, &str)> {
     let (symbol, interval) = name.split_once('@')?;
     (crate::symbol::is_valid(symbol) && !interval.is_empty() && interval.len() <= 8)
         .then_some((symbol, interval))
-}
-
-/// Whether `name` names a series rather than a symbol.
-pub fn is_channel(name: &str) -> bool {
-    name.contains('@')
 }
 
 /// Parses `--candle-intervals`: names separated by commas, shortest to
@@ -214,7 +209,7 @@ mod tests {
             clock: Clock::Wall,
             window: Duration::from_millis(100),
         };
-        assert_eq!(c.channel("FX:EUR/USD@1m"), Ok(("FX:EUR/USD".into(), 1)));
+        assert_eq!(c.channel("FX:EUR/USD@1m"), Ok(("FX:EUR/USD", 1)));
         assert_eq!(c.channel("AAPL@5m"), Err(ChannelError::UnknownInterval));
         assert_eq!(c.channel("AAPL"), Err(ChannelError::Invalid));
         assert_eq!(c.channel("AA PL@1s"), Err(ChannelError::Invalid));

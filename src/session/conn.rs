@@ -345,7 +345,7 @@ impl Conn {
                 Err(ChannelError::Invalid) => invalid.push(c),
                 Err(ChannelError::UnknownInterval) => unserved.push(c),
                 Ok((symbol, _)) => match &self.identity {
-                    Identity::User(claims) if !claims.allows(&symbol) => forbidden.push(c),
+                    Identity::User(claims) if !claims.allows(symbol) => forbidden.push(c),
                     _ => accepted.push(c),
                 },
             }

@@ -352,9 +352,7 @@ impl Writer {
                                 after,
                                 limit: s.limit,
                             };
-                            if sub.history.replace(ask).is_none() {
-                                self.histories.push_back(s.slot.id);
-                            }
+                            ask_history(sub, ask, &mut self.histories);
                             continue;
                         }
                         // The request's interval from now on (none: every update).
@@ -617,6 +615,12 @@ fn fill_gap(sub: &mut Sub, histories: &mut VecDeque<u32>) {
         after: None,
         limit: usize::MAX,
     };
+    ask_history(sub, ask, histories);
+}
+
+/// Queues a history for `sub` (the newest ask replaces one that waits; a
+/// series is in the queue once).
+fn ask_history(sub: &mut Sub, ask: HistoryAsk, histories: &mut VecDeque<u32>) {
     if sub.history.replace(ask).is_none() {
         histories.push_back(sub.slot.id);
     }

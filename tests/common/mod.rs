@@ -29,6 +29,22 @@ pub fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_tickcast")
 }
 
+/// A token made by `tickcast token ARGS` with `secret`.
+pub fn cli_token(secret: &str, args: &[&str]) -> String {
+    let out = Command::new(binary())
+        .arg("token")
+        .args(args)
+        .env("TICKCAST_AUTH_SECRET", secret)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
 impl Server {
     /// Starts tickcast on 127.0.0.1:0 with these extra flags and waits until it listens.
     pub fn start(flags: &[&str]) -> Server {
